@@ -1,0 +1,141 @@
+//! A real child process appends with acknowledgements and is killed with SIGKILL at random
+//! moments, in a loop; every acknowledged record must be there after each reopen.
+//!
+//! The child is this same test binary, re-run with `MNEME_KILL_CHILD_DIR` set, executing
+//! only [`child_writer`].
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mneme_storage::{Options, Store, WriteBatch};
+use rand::{Rng, SeedableRng};
+
+const CHILD_ENV: &str = "MNEME_KILL_CHILD_DIR";
+const CYCLE_ENV: &str = "MNEME_KILL_CHILD_CYCLE";
+const WRITERS: usize = 4;
+
+fn value_for(key: &str) -> Vec<u8> {
+    key.as_bytes().repeat(20)
+}
+
+/// Not a test on its own: the body of the child process (returns at once otherwise).
+#[test]
+fn child_writer() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let cycle: u32 = std::env::var(CYCLE_ENV).unwrap().parse().unwrap();
+    let opts = Options {
+        wal_segment_bytes_max: 64 * 1024,
+        checkpoint_bytes: 128 * 1024,
+        compaction_min_dead_bytes: 0,
+        ..Options::default()
+    };
+    let store = std::sync::Arc::new(Store::open(&dir, opts).unwrap());
+    let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let store = std::sync::Arc::clone(&store);
+            let stdout = std::sync::Arc::clone(&stdout);
+            std::thread::spawn(move || {
+                for seq in 0.. {
+                    let key = format!("c{cycle}-t{t}-{seq}");
+                    let mut batch = WriteBatch::new();
+                    batch
+                        .put(key.clone().into_bytes(), value_for(&key))
+                        .unwrap();
+                    if seq % 10 == 9 {
+                        // Deletes are acknowledged too: delete the previous key.
+                        batch
+                            .delete(format!("c{cycle}-t{t}-{}", seq - 1).into_bytes())
+                            .unwrap();
+                    }
+                    store.commit(batch).unwrap();
+                    let mut out = stdout.lock().unwrap();
+                    writeln!(out, "ACK {key}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_never_loses_an_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    // key -> Some(present) when known; None when its delete was attempted but not acked.
+    let mut expected: BTreeMap<String, Option<bool>> = BTreeMap::new();
+    for cycle in 0..20u32 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "kill::child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .env(CYCLE_ENV, cycle.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(key) = line.strip_prefix("ACK ")
+                    && tx.send(key.to_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..400)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let acked: Vec<String> = rx.try_iter().collect();
+        assert!(
+            !acked.is_empty(),
+            "cycle {cycle}: child acknowledged nothing"
+        );
+        for key in &acked {
+            let (prefix, seq) = key.rsplit_once('-').unwrap();
+            let seq: u64 = seq.parse().unwrap();
+            match seq % 10 {
+                // Its delete comes with the next commit, which may be durable but unacked.
+                8 => expected.entry(key.clone()).or_insert(None),
+                9 => {
+                    expected.insert(format!("{prefix}-{}", seq - 1), Some(false));
+                    expected.entry(key.clone()).or_insert(Some(true))
+                }
+                _ => expected.entry(key.clone()).or_insert(Some(true)),
+            };
+        }
+        let store = Store::open(dir.path(), Options::default())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        for (key, present) in &expected {
+            let got = store.get(key.as_bytes());
+            let Some(present) = present else { continue };
+            if *present {
+                let got = got.unwrap_or_else(|| panic!("cycle {cycle}: acknowledged {key} lost"));
+                assert_eq!(
+                    &*got,
+                    value_for(key).as_slice(),
+                    "cycle {cycle}: {key} damaged"
+                );
+            } else {
+                assert!(got.is_none(), "cycle {cycle}: deleted {key} came back");
+            }
+        }
+    }
+}
