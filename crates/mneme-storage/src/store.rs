@@ -318,6 +318,9 @@ impl Inner {
                 continue;
             }
             queue.leader_active = true;
+            // Let committers that were just woken by the previous group enqueue, so that
+            // groups stay large under concurrency (one sync serves them all).
+            parking_lot::MutexGuard::unlocked(&mut queue, std::thread::yield_now);
             let group = std::mem::take(&mut queue.pending);
             drop(queue);
             let result = self.write_group(&group);
