@@ -1,0 +1,183 @@
+//! Index benchmark: exact scan (f32 and int8+rescore) and HNSW on hnsw_rs, on the
+//! reproducible clustered generator (fixed seed, 1,000 held-out queries, exact ground
+//! truth). Prints build rate, RSS, recall@10 and p50/p99 per query at several `ef`, and
+//! filtered search at 10 % and 1 % selectivity. Asserts nothing about speed.
+//!
+//! `cargo bench -p mneme-index --bench index` — sizes from `MNEME_BENCH_SIZES`
+//! (default `10000,100000`), dimension 384. `MNEME_BENCH_DUMP=dir` also writes the vectors,
+//! queries and ground truth as raw little-endian files for the peer script.
+
+#![allow(clippy::unwrap_used, reason = "a benchmark fails loudly")]
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use mneme_index::synthetic::clustered;
+use mneme_index::{Filter, FlatIndex, HnswParams, IndexConfig, Maintenance, VectorIndex, maintain};
+use parking_lot::RwLock;
+
+const DIM: usize = 384;
+const N_QUERIES: usize = 1_000;
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentiles(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.3} ms, p99 {:.3} ms",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0
+    )
+}
+
+fn timed<T>(hist: &mut Histogram<u64>, f: impl FnOnce() -> T) -> T {
+    let t0 = Instant::now();
+    let out = f();
+    hist.record(t0.elapsed().as_micros() as u64).unwrap();
+    out
+}
+
+fn recall(got: &[u64], truth: &[u64]) -> f64 {
+    let truth: HashSet<_> = truth.iter().collect();
+    got.iter().filter(|k| truth.contains(k)).count() as f64 / truth.len().max(1) as f64
+}
+
+fn dump(dir: &str, n: usize, data: &[f32], queries: &[f32], truth: &[Vec<u64>]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let write_f32 = |name: String, v: &[f32]| {
+        let mut f = std::fs::File::create(format!("{dir}/{name}")).unwrap();
+        for x in v {
+            f.write_all(&x.to_le_bytes()).unwrap();
+        }
+    };
+    write_f32(format!("data-{n}.f32"), data);
+    write_f32(format!("queries-{n}.f32"), queries);
+    let mut f = std::fs::File::create(format!("{dir}/truth-{n}.u32")).unwrap();
+    for row in truth {
+        for k in row {
+            f.write_all(&(*k as u32).to_le_bytes()).unwrap();
+        }
+    }
+}
+
+fn run(n: usize) {
+    println!("\n## {n} × {DIM} (clustered, seed 42, {N_QUERIES} queries)");
+    let (data, queries) = clustered(42, n, N_QUERIES, DIM);
+    let rss0 = rss_mib();
+    let mut flat = FlatIndex::new(DIM);
+    for (i, v) in data.chunks_exact(DIM).enumerate() {
+        flat.insert(i as u64, v).unwrap();
+    }
+    let mut truth = Vec::with_capacity(N_QUERIES);
+    let mut h32 = Histogram::<u64>::new(3).unwrap();
+    for q in queries.chunks_exact(DIM) {
+        let hits = timed(&mut h32, || flat.search_f32(q, 10, &|_| true));
+        truth.push(hits.iter().map(|h| h.key).collect::<Vec<u64>>());
+    }
+    let mut h8 = Histogram::<u64>::new(3).unwrap();
+    let mut r8 = 0.0;
+    for (q, t) in queries.chunks_exact(DIM).zip(&truth) {
+        let hits = timed(&mut h8, || flat.search(q, 10, &|_| true));
+        r8 += recall(&hits.iter().map(|h| h.key).collect::<Vec<_>>(), t);
+    }
+    println!("exact f32 scan top-10: {}", percentiles(&h32));
+    println!(
+        "exact int8 scan + f32 rescore top-10: {}, recall@10 {:.4}",
+        percentiles(&h8),
+        r8 / N_QUERIES as f64
+    );
+    if let Ok(dir) = std::env::var("MNEME_BENCH_DUMP") {
+        dump(&dir, n, &data, &queries, &truth);
+    }
+    drop(flat);
+
+    let config = IndexConfig {
+        graph_min_vectors: 1,
+        hnsw: HnswParams::default(),
+        ..IndexConfig::default()
+    };
+    let lock = RwLock::new(VectorIndex::new(DIM, config));
+    for (i, v) in data.chunks_exact(DIM).enumerate() {
+        lock.write().insert(i as u64, v).unwrap();
+    }
+    let t0 = Instant::now();
+    while maintain(&lock, n) != Maintenance::Idle {}
+    let build_s = t0.elapsed().as_secs_f64();
+    println!(
+        "hnsw_rs build (M {}, ef_construction {}, all cores): {:.1} s, {:.0} inserts/s; RSS +{:.0} MiB",
+        config.hnsw.m,
+        config.hnsw.ef_construction,
+        build_s,
+        n as f64 / build_s,
+        rss_mib() - rss0
+    );
+    sweep_ef(&lock, &queries, &truth);
+    filtered(&lock, &queries, n);
+}
+
+fn sweep_ef(lock: &RwLock<VectorIndex>, queries: &[f32], truth: &[Vec<u64>]) {
+    let index = lock.read();
+    for ef in [16usize, 32, 64, 128, 256] {
+        let mut hist = Histogram::<u64>::new(3).unwrap();
+        let mut r = 0.0;
+        for (q, t) in queries.chunks_exact(DIM).zip(truth) {
+            let hits = timed(&mut hist, || index.search_with_ef(q, 10, ef).unwrap());
+            r += recall(&hits.iter().map(|h| h.key).collect::<Vec<_>>(), t);
+        }
+        println!(
+            "hnsw ef {ef:>3}: recall@10 {:.4}, {}",
+            r / (queries.len() / DIM) as f64,
+            percentiles(&hist)
+        );
+    }
+}
+
+fn filtered(lock: &RwLock<VectorIndex>, queries: &[f32], n: usize) {
+    let index = lock.read();
+    for (label, modulus) in [("10 %", 10u64), ("1 %", 100)] {
+        let accept = move |k: u64| k.is_multiple_of(modulus);
+        let filter = Filter::Predicate {
+            accept: &accept,
+            estimated_matches: n / modulus as usize,
+        };
+        let mut hist = Histogram::<u64>::new(3).unwrap();
+        let mut r = 0.0;
+        for q in queries.chunks_exact(DIM) {
+            let hits = timed(&mut hist, || index.search(q, 10, filter).unwrap());
+            let exact = index.search_exact(q, 10, filter).unwrap();
+            r += recall(
+                &hits.iter().map(|h| h.key).collect::<Vec<_>>(),
+                &exact.iter().map(|h| h.key).collect::<Vec<_>>(),
+            );
+        }
+        println!(
+            "filtered {label} ({:?} plan): recall@10 {:.4}, {}",
+            index.plan(&filter),
+            r / (queries.len() / DIM) as f64,
+            percentiles(&hist)
+        );
+    }
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("MNEME_BENCH_SIZES")
+        .unwrap_or_else(|_| "10000,100000".to_owned())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for n in sizes {
+        run(n);
+    }
+}

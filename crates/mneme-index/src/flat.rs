@@ -1,0 +1,201 @@
+//! Exact search over contiguous memory: f32 vectors plus their int8 codes.
+//!
+//! A scan first ranks every (accepted) vector by its int8 dot product, keeps the best
+//! `RESCORE_FACTOR · k` (at least `RESCORE_MIN`), and rescores those with f32. It is the
+//! whole search for small collections, the search of the not-yet-indexed tail and of
+//! selective filters, and the oracle in tests ([`FlatIndex::search_f32`]).
+
+use std::collections::HashMap;
+
+use crate::IndexError;
+use crate::distance::{dot, dot_i8, normalize, quantize};
+use crate::topk::{Hit, TopK, sort_hits};
+
+/// Candidates kept from the int8 pass, per result wanted.
+pub const RESCORE_FACTOR: usize = 4;
+/// Candidates kept from the int8 pass, at least.
+pub const RESCORE_MIN: usize = 64;
+/// Below this many vectors the f32 scan is used directly.
+pub const INT8_MIN_VECTORS: usize = 2_048;
+
+/// Vectors stored densely by slot, with a key → slot map. Removal moves the last slot into
+/// the hole, so the storage stays contiguous.
+#[derive(Debug, Clone)]
+pub struct FlatIndex {
+    dim: usize,
+    keys: Vec<u64>,
+    data: Vec<f32>,
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+    slots: HashMap<u64, u32>,
+}
+
+impl FlatIndex {
+    /// An empty index of `dim`-dimensional vectors.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            keys: Vec::new(),
+            data: Vec::new(),
+            codes: Vec::new(),
+            scales: Vec::new(),
+            slots: HashMap::new(),
+        }
+    }
+
+    /// Dimension of the vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// True when `key` is present.
+    pub fn contains(&self, key: u64) -> bool {
+        self.slots.contains_key(&key)
+    }
+
+    /// The stored (unit-length) vector of `key`.
+    pub fn get(&self, key: u64) -> Option<&[f32]> {
+        let slot = *self.slots.get(&key)? as usize;
+        Some(&self.data[slot * self.dim..(slot + 1) * self.dim])
+    }
+
+    /// Every key, in slot order.
+    pub fn keys(&self) -> &[u64] {
+        &self.keys
+    }
+
+    /// Inserts (or replaces) `key`, normalising a copy of `vector`.
+    pub fn insert(&mut self, key: u64, vector: &[f32]) -> Result<(), IndexError> {
+        if vector.len() != self.dim {
+            return Err(IndexError::DimensionMismatch {
+                expected: self.dim,
+                actual: vector.len(),
+            });
+        }
+        let mut v = vector.to_vec();
+        normalize(&mut v)?;
+        self.remove(key);
+        let slot = u32::try_from(self.keys.len()).map_err(|_| IndexError::Full)?;
+        self.keys.push(key);
+        self.data.extend_from_slice(&v);
+        let scale = quantize(&v, &mut self.codes);
+        self.scales.push(scale);
+        self.slots.insert(key, slot);
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn remove(&mut self, key: u64) -> bool {
+        let Some(slot) = self.slots.remove(&key) else {
+            return false;
+        };
+        let slot = slot as usize;
+        let last = self.keys.len() - 1;
+        let dim = self.dim;
+        if slot != last {
+            self.keys.swap(slot, last);
+            self.data
+                .copy_within(last * dim..(last + 1) * dim, slot * dim);
+            self.codes
+                .copy_within(last * dim..(last + 1) * dim, slot * dim);
+            self.scales.swap(slot, last);
+            self.slots.insert(self.keys[slot], slot as u32);
+        }
+        self.keys.pop();
+        self.data.truncate(last * dim);
+        self.codes.truncate(last * dim);
+        self.scales.pop();
+        true
+    }
+
+    fn vector(&self, slot: usize) -> &[f32] {
+        &self.data[slot * self.dim..(slot + 1) * self.dim]
+    }
+
+    fn code(&self, slot: usize) -> &[i8] {
+        &self.codes[slot * self.dim..(slot + 1) * self.dim]
+    }
+
+    /// Exact f32 scan of every accepted vector (the oracle).
+    pub fn search_f32(&self, query: &[f32], k: usize, accept: &dyn Fn(u64) -> bool) -> Vec<Hit> {
+        let mut top = TopK::new(k);
+        for (slot, &key) in self.keys.iter().enumerate() {
+            if accept(key) {
+                top.push(key, dot(query, self.vector(slot)));
+            }
+        }
+        top.into_sorted()
+    }
+
+    /// Top-k of every accepted vector: int8 pass, then f32 rescoring of the best candidates.
+    pub fn search(&self, query: &[f32], k: usize, accept: &dyn Fn(u64) -> bool) -> Vec<Hit> {
+        if self.len() < INT8_MIN_VECTORS {
+            return self.search_f32(query, k, accept);
+        }
+        let mut q_codes = Vec::with_capacity(self.dim);
+        let q_scale = quantize(query, &mut q_codes);
+        let mut candidates = TopK::new((k * RESCORE_FACTOR).max(RESCORE_MIN));
+        for (slot, &key) in self.keys.iter().enumerate() {
+            if accept(key) {
+                let approx = dot_i8(&q_codes, self.code(slot)) as f32 * q_scale * self.scales[slot];
+                // Slots, not keys, ride through the heap so rescoring needs no map lookups.
+                candidates.push(slot as u64, approx);
+            }
+        }
+        self.rescore(
+            query,
+            k,
+            candidates.into_sorted().into_iter().map(|h| h.key as usize),
+        )
+    }
+
+    /// Exact top-k over an explicit list of keys (unknown keys are skipped).
+    pub fn search_keys(&self, query: &[f32], k: usize, keys: &[u64]) -> Vec<Hit> {
+        let mut top = TopK::new(k);
+        for key in keys {
+            if let Some(&slot) = self.slots.get(key) {
+                top.push(*key, dot(query, self.vector(slot as usize)));
+            }
+        }
+        top.into_sorted()
+    }
+
+    /// Exact scores for the given keys (for rescoring graph candidates).
+    pub fn rescore_keys(&self, query: &[f32], keys: impl IntoIterator<Item = u64>) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let slot = *self.slots.get(&key)? as usize;
+                Some(Hit {
+                    key,
+                    score: dot(query, self.vector(slot)),
+                })
+            })
+            .collect();
+        sort_hits(&mut hits);
+        hits
+    }
+
+    fn rescore(&self, query: &[f32], k: usize, slots: impl Iterator<Item = usize>) -> Vec<Hit> {
+        let mut top = TopK::new(k);
+        for slot in slots {
+            top.push(self.keys[slot], dot(query, self.vector(slot)));
+        }
+        top.into_sorted()
+    }
+
+    /// Approximate heap bytes used.
+    pub fn memory_bytes(&self) -> usize {
+        self.keys.len() * (8 + 4 + 16) + self.data.len() * 4 + self.codes.len()
+    }
+}

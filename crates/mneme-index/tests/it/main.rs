@@ -1,0 +1,267 @@
+//! Integration tests of `mneme-index`: recall against the exact oracle, deletions,
+//! filters, the planner, and graph upkeep racing with writes.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::HashSet;
+
+use mneme_index::synthetic::{SplitMix64, clustered};
+use mneme_index::{
+    Filter, FlatIndex, HnswParams, IndexConfig, Maintenance, Plan, VectorIndex, maintain,
+};
+use parking_lot::RwLock;
+
+fn recall_at_k(got: &[u64], truth: &[u64]) -> f64 {
+    let truth: HashSet<_> = truth.iter().collect();
+    got.iter().filter(|k| truth.contains(k)).count() as f64 / truth.len().max(1) as f64
+}
+
+fn graph_config() -> IndexConfig {
+    IndexConfig {
+        graph_min_vectors: 1_000,
+        hnsw: HnswParams {
+            m: 16,
+            ef_construction: 100,
+            ef_search: 64,
+        },
+        rebuild_tombstone_ratio: 0.2,
+        exact_filter_max: 300,
+    }
+}
+
+fn build(n: usize, dim: usize, seed: u64) -> (RwLock<VectorIndex>, Vec<f32>) {
+    let (data, queries) = clustered(seed, n, 100, dim);
+    let mut index = VectorIndex::new(dim, graph_config());
+    for (i, v) in data.chunks_exact(dim).enumerate() {
+        index.insert(i as u64, v).unwrap();
+    }
+    let lock = RwLock::new(index);
+    drain(&lock);
+    (lock, queries)
+}
+
+fn drain(lock: &RwLock<VectorIndex>) {
+    while maintain(lock, 10_000) != Maintenance::Idle {}
+}
+
+fn mean_recall(index: &VectorIndex, queries: &[f32], filter: Filter<'_>) -> f64 {
+    let dim = index.dim();
+    let n = queries.len() / dim;
+    queries
+        .chunks_exact(dim)
+        .map(|q| {
+            let got: Vec<u64> = index
+                .search(q, 10, filter)
+                .unwrap()
+                .iter()
+                .map(|h| h.key)
+                .collect();
+            let truth: Vec<u64> = index
+                .search_exact(q, 10, filter)
+                .unwrap()
+                .iter()
+                .map(|h| h.key)
+                .collect();
+            recall_at_k(&got, &truth)
+        })
+        .sum::<f64>()
+        / n as f64
+}
+
+#[test]
+fn graph_recall_at_10_is_at_least_0_95_on_a_fixed_seed_set() {
+    let (lock, queries) = build(6_000, 48, 11);
+    let index = lock.read();
+    assert!(index.has_graph());
+    assert_eq!(index.tail_len(), 0);
+    assert_eq!(index.plan(&Filter::All), Plan::Graph);
+    let recall = mean_recall(&index, &queries, Filter::All);
+    assert!(recall >= 0.95, "recall@10 = {recall}");
+}
+
+#[test]
+fn int8_scan_with_rescoring_matches_the_f32_oracle_exactly() {
+    let dim = 384;
+    let (data, queries) = clustered(5, 10_000, 50, dim);
+    let mut flat = FlatIndex::new(dim);
+    for (i, v) in data.chunks_exact(dim).enumerate() {
+        flat.insert(i as u64, v).unwrap();
+    }
+    for q in queries.chunks_exact(dim) {
+        let fast = flat.search(q, 10, &|_| true);
+        let oracle = flat.search_f32(q, 10, &|_| true);
+        let fast_keys: Vec<u64> = fast.iter().map(|h| h.key).collect();
+        let oracle_keys: Vec<u64> = oracle.iter().map(|h| h.key).collect();
+        assert_eq!(fast_keys, oracle_keys);
+        assert_eq!(fast[0].score, oracle[0].score, "rescored scores are exact");
+    }
+}
+
+#[test]
+fn deleted_ids_are_never_returned_and_recall_holds_after_deleting_20_percent() {
+    let (lock, queries) = build(5_000, 32, 21);
+    let mut rng = SplitMix64::new(3);
+    let mut deleted = HashSet::new();
+    while deleted.len() < 1_000 {
+        let key = rng.next_u64() % 5_000;
+        if deleted.insert(key) {
+            assert!(lock.write().remove(key));
+        }
+    }
+    let check = |index: &VectorIndex| {
+        for q in queries.chunks_exact(32) {
+            for hit in index.search(q, 50, Filter::All).unwrap() {
+                assert!(
+                    !deleted.contains(&hit.key),
+                    "deleted key {} returned",
+                    hit.key
+                );
+            }
+        }
+    };
+    check(&lock.read());
+    // Tombstones passed 20 %: the next upkeep pass rebuilds.
+    assert!(matches!(
+        maintain(&lock, 10_000),
+        Maintenance::Rebuilt(4_000)
+    ));
+    let index = lock.read();
+    check(&index);
+    let recall = mean_recall(&index, &queries, Filter::All);
+    assert!(recall >= 0.95, "recall@10 after deletions = {recall}");
+}
+
+#[test]
+fn filtered_results_always_satisfy_the_filter_under_every_plan() {
+    let (lock, queries) = build(4_000, 32, 31);
+    let index = lock.read();
+    for modulus in [2u64, 10, 100] {
+        let accept = move |k: u64| k.is_multiple_of(modulus);
+        let filter = Filter::Predicate {
+            accept: &accept,
+            estimated_matches: 4_000 / modulus as usize,
+        };
+        let expected_plan = if 4_000 / modulus as usize <= 300 {
+            Plan::Exact
+        } else {
+            Plan::Graph
+        };
+        assert_eq!(index.plan(&filter), expected_plan);
+        for q in queries.chunks_exact(32) {
+            let hits = index.search(q, 10, filter).unwrap();
+            assert_eq!(hits.len(), 10);
+            assert!(hits.iter().all(|h| h.key.is_multiple_of(modulus)));
+        }
+        let recall = mean_recall(&index, &queries, filter);
+        assert!(recall >= 0.95, "modulus {modulus}: recall {recall}");
+    }
+    let keys: Vec<u64> = (0..4_000).step_by(7).collect();
+    for q in queries.chunks_exact(32) {
+        let hits = index.search(q, 10, Filter::Keys(&keys)).unwrap();
+        assert!(hits.iter().all(|h| h.key.is_multiple_of(7)));
+    }
+}
+
+#[test]
+fn planner_scans_are_exact() {
+    let (lock, queries) = build(3_000, 32, 41);
+    let index = lock.read();
+    let accept = |k: u64| k.is_multiple_of(50);
+    let filter = Filter::Predicate {
+        accept: &accept,
+        estimated_matches: 60,
+    };
+    assert_eq!(index.plan(&filter), Plan::Exact);
+    let keys: Vec<u64> = (0..3_000u64).filter(|k| k.is_multiple_of(3)).collect();
+    for q in queries.chunks_exact(32) {
+        assert_eq!(
+            index.search(q, 10, filter).unwrap(),
+            index.search_exact(q, 10, filter).unwrap()
+        );
+        let f = Filter::Keys(&keys);
+        assert_eq!(
+            index.search(q, 10, f).unwrap(),
+            index.search_exact(q, 10, f).unwrap()
+        );
+    }
+}
+
+#[test]
+fn new_vectors_are_searchable_at_once_through_the_tail() {
+    let (lock, _) = build(2_000, 16, 51);
+    let probe: Vec<f32> = (0..16).map(|i| if i == 3 { 1.0 } else { 0.0 }).collect();
+    lock.write().insert(999_999, &probe).unwrap();
+    let index = lock.read();
+    assert_eq!(index.tail_len(), 1);
+    let hits = index.search(&probe, 1, Filter::All).unwrap();
+    assert_eq!(hits[0].key, 999_999);
+    assert!((hits[0].score - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn writes_racing_with_graph_upkeep_never_surface_stale_vectors() {
+    let dim = 16;
+    let (data, _) = clustered(61, 3_000, 0, dim);
+    let lock = RwLock::new(VectorIndex::new(dim, graph_config()));
+    for (i, v) in data.chunks_exact(dim).enumerate() {
+        lock.write().insert(i as u64, v).unwrap();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| drain(&lock));
+        // Meanwhile, move every tenth key to a new place and delete every seventh.
+        for i in (0..3_000u64).step_by(10) {
+            let v: Vec<f32> = (0..dim)
+                .map(|d| if d == (i as usize % dim) { 1.0 } else { 0.01 })
+                .collect();
+            lock.write().insert(i, &v).unwrap();
+        }
+        for i in (0..3_000u64).step_by(7) {
+            lock.write().remove(i);
+        }
+    });
+    drain(&lock);
+    let index = lock.read();
+    for d in 0..dim {
+        let q: Vec<f32> = (0..dim).map(|x| if x == d { 1.0 } else { 0.01 }).collect();
+        let got = index.search(&q, 20, Filter::All).unwrap();
+        let exact = index.search_exact(&q, 20, Filter::All).unwrap();
+        for hit in &got {
+            assert!(!hit.key.is_multiple_of(7), "deleted {} returned", hit.key);
+            let stored = index.get(hit.key).unwrap();
+            let score: f32 = stored.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>()
+                / q.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!(
+                (hit.score - score).abs() < 1e-4,
+                "stale score for {}",
+                hit.key
+            );
+        }
+        // Many moved vectors are identical, so compare scores, not keys (ties).
+        let kth = exact.last().unwrap().score;
+        let good = got.iter().filter(|h| h.score >= kth - 1e-5).count();
+        assert!(
+            good as f64 >= 0.9 * exact.len() as f64,
+            "axis {d}: {good}/20"
+        );
+    }
+}
+
+#[test]
+fn bad_vectors_get_typed_errors() {
+    let mut index = VectorIndex::new(4, IndexConfig::default());
+    assert_eq!(
+        index.insert(1, &[1.0, 2.0]).unwrap_err(),
+        mneme_index::IndexError::DimensionMismatch {
+            expected: 4,
+            actual: 2
+        }
+    );
+    assert!(index.insert(1, &[1.0, f32::NAN, 0.0, 0.0]).is_err());
+    assert!(index.insert(1, &[0.0; 4]).is_err());
+    assert!(
+        index
+            .search(&[f32::INFINITY, 0.0, 0.0, 0.0], 1, Filter::All)
+            .is_err()
+    );
+    assert!(index.is_empty());
+}
