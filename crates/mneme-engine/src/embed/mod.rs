@@ -1,0 +1,88 @@
+//! Embedders: text in, unit vectors out. Each has an id and a dimension that are stored
+//! with every agent that uses it, so vector spaces never mix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use mneme_scoring::Calibration;
+
+mod hash;
+mod wordpiece;
+pub mod static_model;
+
+pub use hash::{HASH_DIM, HashEmbedder};
+pub use static_model::StaticEmbedder;
+
+/// Id stored for agents whose vectors come from the client.
+pub const CLIENT_EMBEDDER_ID: &str = "client";
+
+/// Turns texts into vectors.
+pub trait Embedder: Send + Sync + fmt::Debug {
+    /// Stable id, stored with each agent (changing what an id computes is a format change).
+    fn id(&self) -> &str;
+    /// Output dimension.
+    fn dim(&self) -> usize;
+    /// How this embedder's cosines map to relevance.
+    fn calibration(&self) -> Calibration;
+    /// Embeds each text; every output has `dim()` components (not necessarily unit length).
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+/// The embedders a process offers, and which one new agents get.
+#[derive(Clone)]
+pub struct Embedders {
+    default_id: String,
+    by_id: BTreeMap<String, Arc<dyn Embedder>>,
+}
+
+impl fmt::Debug for Embedders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Embedders")
+            .field("default", &self.default_id)
+            .field("available", &self.by_id.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Embedders {
+    /// A registry whose default is `default`.
+    pub fn new(default: Arc<dyn Embedder>) -> Self {
+        let mut by_id = BTreeMap::new();
+        let default_id = default.id().to_owned();
+        by_id.insert(default_id.clone(), default);
+        Self { default_id, by_id }
+    }
+
+    /// Adds another embedder agents may be configured with.
+    pub fn with(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.by_id.insert(embedder.id().to_owned(), embedder);
+        self
+    }
+
+    /// The default embedder.
+    pub fn default_embedder(&self) -> &Arc<dyn Embedder> {
+        &self.by_id[&self.default_id]
+    }
+
+    /// An embedder by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Embedder>> {
+        self.by_id.get(id)
+    }
+
+    /// Ids on offer.
+    pub fn ids(&self) -> Vec<String> {
+        self.by_id.keys().cloned().collect()
+    }
+}
+
+impl Default for Embedders {
+    /// The built-in static model when compiled in, else the lexical hash.
+    fn default() -> Self {
+        let hash: Arc<dyn Embedder> = Arc::new(HashEmbedder::new());
+        match StaticEmbedder::builtin() {
+            Some(Ok(model)) => Self::new(Arc::new(model)).with(hash),
+            _ => Self::new(hash),
+        }
+    }
+}

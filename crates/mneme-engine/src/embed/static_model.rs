@@ -1,0 +1,238 @@
+//! Static (model2vec-format) embeddings: one vector per vocabulary token; a text's vector is
+//! the mean of its tokens' vectors. No neural network runs, so it costs microseconds.
+//!
+//! Reads `config.json`, `tokenizer.json` and `model.safetensors` (a single `embeddings`
+//! tensor, I8 or F32, shape `[vocab, dim]`) from a directory, or uses the copy of
+//! `m2v-minilm-256-int8` compiled into the binary (feature `builtin-model`).
+
+use std::path::Path;
+
+use mneme_scoring::Calibration;
+
+use super::Embedder;
+use super::wordpiece::WordPiece;
+
+/// Tokens beyond this many are ignored (the model's `max_length`).
+pub const STATIC_TOKENS_MAX: usize = 512;
+
+#[derive(Debug, Clone)]
+enum Table {
+    I8(Vec<i8>),
+    F32(Vec<f32>),
+}
+
+/// A loaded static embedding model.
+#[derive(Debug, Clone)]
+pub struct StaticEmbedder {
+    id: String,
+    tokenizer: WordPiece,
+    table: Table,
+    dim: usize,
+    rows: usize,
+    calibration: Calibration,
+}
+
+#[cfg(feature = "builtin-model")]
+mod builtin {
+    pub const TOKENIZER: &[u8] = include_bytes!("../../models/m2v-minilm-256-int8/tokenizer.json");
+    pub const MODEL: &[u8] = include_bytes!("../../models/m2v-minilm-256-int8/model.safetensors");
+}
+
+/// Id of the built-in model.
+pub const BUILTIN_STATIC_ID: &str = "m2v-minilm-256-int8";
+
+impl StaticEmbedder {
+    /// The model compiled into the binary, if the `builtin-model` feature is on.
+    pub fn builtin() -> Option<Result<Self, String>> {
+        #[cfg(feature = "builtin-model")]
+        {
+            Some(Self::from_bytes(
+                BUILTIN_STATIC_ID,
+                builtin::TOKENIZER,
+                builtin::MODEL,
+                Calibration::STATIC_M2V,
+            ))
+        }
+        #[cfg(not(feature = "builtin-model"))]
+        {
+            None
+        }
+    }
+
+    /// Loads a model directory. Its id is `m2v:` plus the directory name (the built-in
+    /// model's files keep the built-in id so agents can move between the two).
+    pub fn from_dir(dir: &Path) -> Result<Self, String> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let id = if name == BUILTIN_STATIC_ID {
+            name
+        } else {
+            format!("m2v:{name}")
+        };
+        let config: serde_json::Value = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| format!("config.json: {e}"))?;
+        if let Some(kind) = config.get("model_type").and_then(|v| v.as_str()) {
+            if kind != "model2vec" {
+                return Err(format!("config.json: model_type {kind:?} is not model2vec"));
+            }
+        }
+        Self::from_bytes(&id, &read("tokenizer.json")?, &read("model.safetensors")?, Calibration::STATIC_M2V)
+    }
+
+    fn from_bytes(id: &str, tokenizer: &[u8], model: &[u8], calibration: Calibration) -> Result<Self, String> {
+        let tokenizer = WordPiece::from_json(tokenizer)?;
+        let (table, rows, dim) = parse_safetensors(model)?;
+        if rows < tokenizer.vocab_len() {
+            return Err(format!(
+                "model has {rows} rows but the tokenizer has {} tokens",
+                tokenizer.vocab_len()
+            ));
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            tokenizer,
+            table,
+            dim,
+            rows,
+            calibration,
+        })
+    }
+
+    fn embed_one(&self, text: &str) -> Vec<f32> {
+        let unk = self.tokenizer.unk_id();
+        let mut sum = vec![0f32; self.dim];
+        let mut n = 0usize;
+        let ids = self.tokenizer.encode(text);
+        for id in ids.into_iter().filter(|id| Some(*id) != unk).take(STATIC_TOKENS_MAX) {
+            let row = id as usize;
+            if row >= self.rows {
+                continue;
+            }
+            let start = row * self.dim;
+            match &self.table {
+                Table::I8(t) => {
+                    for (s, x) in sum.iter_mut().zip(&t[start..start + self.dim]) {
+                        *s += f32::from(*x);
+                    }
+                }
+                Table::F32(t) => {
+                    for (s, x) in sum.iter_mut().zip(&t[start..start + self.dim]) {
+                        *s += *x;
+                    }
+                }
+            }
+            n += 1;
+        }
+        if n > 0 {
+            sum.iter_mut().for_each(|s| *s /= n as f32);
+        }
+        sum
+    }
+}
+
+fn parse_safetensors(bytes: &[u8]) -> Result<(Table, usize, usize), String> {
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize)
+        .ok_or("model.safetensors is shorter than its header length")?;
+    let header_end = 8usize
+        .checked_add(header_len)
+        .filter(|end| *end <= bytes.len())
+        .ok_or("model.safetensors header runs past the file")?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..header_end])
+        .map_err(|e| format!("model.safetensors header: {e}"))?;
+    let tensor = header
+        .get("embeddings")
+        .ok_or("model.safetensors has no `embeddings` tensor")?;
+    let dtype = tensor.get("dtype").and_then(|v| v.as_str()).unwrap_or("");
+    let shape: Vec<usize> = tensor
+        .get("shape")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+        .unwrap_or_default();
+    let offsets: Vec<usize> = tensor
+        .get("data_offsets")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+        .unwrap_or_default();
+    let ([rows, dim], [begin, end]) = (shape.as_slice(), offsets.as_slice()) else {
+        return Err("`embeddings` must be 2-D with two data offsets".into());
+    };
+    let (rows, dim) = (*rows, *dim);
+    if dim == 0 || dim > crate::limits::DIMENSIONS_MAX {
+        return Err(format!("`embeddings` has {dim} dimensions"));
+    }
+    let data = bytes
+        .get(header_end + begin..header_end + end)
+        .ok_or("`embeddings` data runs past the file")?;
+    let elem = match dtype {
+        "I8" => 1,
+        "F32" => 4,
+        other => return Err(format!("`embeddings` dtype {other} is not supported (I8, F32)")),
+    };
+    if data.len() != rows * dim * elem {
+        return Err(format!("`embeddings` holds {} bytes, shape needs {}", data.len(), rows * dim * elem));
+    }
+    let table = if elem == 1 {
+        Table::I8(data.iter().map(|b| *b as i8).collect())
+    } else {
+        Table::F32(
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    };
+    Ok((table, rows, dim))
+}
+
+impl Embedder for StaticEmbedder {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn calibration(&self) -> Calibration {
+        self.calibration
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        Ok(texts.iter().map(|t| self.embed_one(t)).collect())
+    }
+}
+
+#[cfg(all(test, feature = "builtin-model"))]
+mod tests {
+    use super::*;
+
+    fn cos(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+    }
+
+    #[test]
+    fn builtin_model_reproduces_the_published_cosines() {
+        let model = StaticEmbedder::builtin().unwrap().unwrap();
+        assert_eq!(model.dim(), 256);
+        let v = model
+            .embed(&["User prefers formal tone", "how should I write my responses?", "Last deployment was on March 10"])
+            .unwrap();
+        // The model's README: 0.290 and 0.032.
+        assert!((cos(&v[0], &v[1]) - 0.290).abs() < 2e-3, "{}", cos(&v[0], &v[1]));
+        assert!((cos(&v[0], &v[2]) - 0.032).abs() < 2e-3, "{}", cos(&v[0], &v[2]));
+    }
+
+    #[test]
+    fn loading_a_directory_gives_the_same_vectors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/m2v-minilm-256-int8");
+        let from_dir = StaticEmbedder::from_dir(&dir).unwrap();
+        let builtin = StaticEmbedder::builtin().unwrap().unwrap();
+        assert_eq!(from_dir.id(), builtin.id());
+        assert_eq!(from_dir.embed(&["hello world"]).unwrap(), builtin.embed(&["hello world"]).unwrap());
+        assert!(StaticEmbedder::from_dir(Path::new("/nonexistent")).is_err());
+    }
+}
