@@ -176,7 +176,7 @@ pub fn encode_vector(v: &[f32]) -> Vec<u8> {
 
 /// Decodes a little-endian f32 vector.
 pub fn decode_vector(key: &[u8], bytes: &[u8]) -> Result<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(Error::CorruptRecord {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: format!("vector of {} bytes is not a multiple of 4", bytes.len()),
@@ -195,8 +195,14 @@ mod tests {
     #[test]
     fn keys_round_trip_and_agents_never_prefix_each_other() {
         let key = memory_key("bot-1", RecordKind::Vector, "01ABC");
-        assert_eq!(parse_key(&key), Some(("bot-1", RecordKind::Vector, "01ABC")));
-        assert_eq!(parse_key(&config_key("x")), Some(("x", RecordKind::Config, "")));
+        assert_eq!(
+            parse_key(&key),
+            Some(("bot-1", RecordKind::Vector, "01ABC"))
+        );
+        assert_eq!(
+            parse_key(&config_key("x")),
+            Some(("x", RecordKind::Config, ""))
+        );
         assert!(!memory_key("bot-10", RecordKind::Memory, "1").starts_with(&agent_prefix("bot-1")));
     }
 

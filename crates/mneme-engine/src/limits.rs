@@ -47,7 +47,10 @@ const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
 const _: () = assert!(MAX_TOKENS_DEFAULT <= MAX_TOKENS_MAX);
 
 fn too_long(field: &str, actual: usize, limit: usize) -> Error {
-    Error::invalid(field, format!("is {actual} bytes, the limit is {limit} bytes"))
+    Error::invalid(
+        field,
+        format!("is {actual} bytes, the limit is {limit} bytes"),
+    )
 }
 
 /// Agent ids: 1..=128 bytes of `[A-Za-z0-9._:@-]` (they are part of storage keys).
@@ -97,7 +100,10 @@ pub fn check_metadata(field: &str, metadata: &BTreeMap<String, String>) -> Resul
     if metadata.len() > METADATA_ENTRIES_MAX {
         return Err(Error::invalid(
             field,
-            format!("has {} entries, the limit is {METADATA_ENTRIES_MAX}", metadata.len()),
+            format!(
+                "has {} entries, the limit is {METADATA_ENTRIES_MAX}",
+                metadata.len()
+            ),
         ));
     }
     for (k, v) in metadata {
@@ -105,10 +111,18 @@ pub fn check_metadata(field: &str, metadata: &BTreeMap<String, String>) -> Resul
             return Err(Error::invalid(field, "has an empty key"));
         }
         if k.len() > METADATA_KEY_BYTES_MAX {
-            return Err(too_long(&format!("{field} key"), k.len(), METADATA_KEY_BYTES_MAX));
+            return Err(too_long(
+                &format!("{field} key"),
+                k.len(),
+                METADATA_KEY_BYTES_MAX,
+            ));
         }
         if v.len() > METADATA_VALUE_BYTES_MAX {
-            return Err(too_long(&format!("{field}[{k:?}]"), v.len(), METADATA_VALUE_BYTES_MAX));
+            return Err(too_long(
+                &format!("{field}[{k:?}]"),
+                v.len(),
+                METADATA_VALUE_BYTES_MAX,
+            ));
         }
     }
     Ok(())
@@ -117,7 +131,10 @@ pub fn check_metadata(field: &str, metadata: &BTreeMap<String, String>) -> Resul
 /// Importance in [0, 1] (NaN refused).
 pub fn check_importance(importance: f32) -> Result<()> {
     if !(0.0..=1.0).contains(&importance) {
-        return Err(Error::invalid("importance", format!("is {importance}, must be in [0, 1]")));
+        return Err(Error::invalid(
+            "importance",
+            format!("is {importance}, must be in [0, 1]"),
+        ));
     }
     Ok(())
 }
@@ -138,13 +155,19 @@ pub fn check_vector(field: &str, vector: &[f32]) -> Result<()> {
     if vector.len() > DIMENSIONS_MAX {
         return Err(Error::invalid(
             field,
-            format!("has {} dimensions, the limit is {DIMENSIONS_MAX}", vector.len()),
+            format!(
+                "has {} dimensions, the limit is {DIMENSIONS_MAX}",
+                vector.len()
+            ),
         ));
     }
     if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
         return Err(Error::invalid(
             field,
-            format!("component {i} is {}; NaN and infinity are not allowed", vector[i]),
+            format!(
+                "component {i} is {}; NaN and infinity are not allowed",
+                vector[i]
+            ),
         ));
     }
     if vector.iter().all(|x| *x == 0.0) {

@@ -51,7 +51,7 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 }
 
 /// Checks that every component is finite and the vector is not zero, then scales it to
-/// unit length in place.
+/// unit length in place (idempotent: a unit vector is left bit for bit as it is).
 pub fn normalize(v: &mut [f32]) -> Result<(), IndexError> {
     if let Some(index) = v.iter().position(|x| !x.is_finite()) {
         return Err(IndexError::NotFinite { index });
@@ -60,8 +60,12 @@ pub fn normalize(v: &mut [f32]) -> Result<(), IndexError> {
     if norm.is_nan() || norm <= f32::MIN_POSITIVE || norm.is_infinite() {
         return Err(IndexError::ZeroVector);
     }
-    for x in v.iter_mut() {
-        *x /= norm;
+    // Already unit length (within f32 rounding): leave the bits alone, so normalising is
+    // idempotent and exported vectors re-import bit for bit.
+    if (norm - 1.0).abs() > 1e-6 {
+        for x in v.iter_mut() {
+            *x /= norm;
+        }
     }
     Ok(())
 }

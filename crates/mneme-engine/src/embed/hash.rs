@@ -46,7 +46,10 @@ pub fn hash_embed(text: &str) -> Vec<f32> {
     let mut v = vec![0f32; HASH_DIM];
     let lower = text.to_lowercase();
     let mut any = false;
-    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         any = true;
         add(&mut v, fnv1a(&[b"w:", word.as_bytes()]), 1.0);
         let padded: Vec<char> = std::iter::once(' ')
@@ -86,7 +89,8 @@ mod tests {
 
     fn cos(a: &[f32], b: &[f32]) -> f32 {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+            * b.iter().map(|x| x * x).sum::<f32>().sqrt())
     }
 
     #[test]

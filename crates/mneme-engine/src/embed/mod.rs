@@ -8,8 +8,8 @@ use std::sync::Arc;
 use mneme_scoring::Calibration;
 
 mod hash;
-mod wordpiece;
 pub mod static_model;
+mod wordpiece;
 
 pub use hash::{HASH_DIM, HashEmbedder};
 pub use static_model::StaticEmbedder;

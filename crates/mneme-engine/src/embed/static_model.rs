@@ -76,15 +76,27 @@ impl StaticEmbedder {
         };
         let config: serde_json::Value = serde_json::from_slice(&read("config.json")?)
             .map_err(|e| format!("config.json: {e}"))?;
-        if let Some(kind) = config.get("model_type").and_then(|v| v.as_str()) {
-            if kind != "model2vec" {
-                return Err(format!("config.json: model_type {kind:?} is not model2vec"));
-            }
+        if let Some(kind) = config
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .filter(|kind| *kind != "model2vec")
+        {
+            return Err(format!("config.json: model_type {kind:?} is not model2vec"));
         }
-        Self::from_bytes(&id, &read("tokenizer.json")?, &read("model.safetensors")?, Calibration::STATIC_M2V)
+        Self::from_bytes(
+            &id,
+            &read("tokenizer.json")?,
+            &read("model.safetensors")?,
+            Calibration::STATIC_M2V,
+        )
     }
 
-    fn from_bytes(id: &str, tokenizer: &[u8], model: &[u8], calibration: Calibration) -> Result<Self, String> {
+    fn from_bytes(
+        id: &str,
+        tokenizer: &[u8],
+        model: &[u8],
+        calibration: Calibration,
+    ) -> Result<Self, String> {
         let tokenizer = WordPiece::from_json(tokenizer)?;
         let (table, rows, dim) = parse_safetensors(model)?;
         if rows < tokenizer.vocab_len() {
@@ -108,7 +120,11 @@ impl StaticEmbedder {
         let mut sum = vec![0f32; self.dim];
         let mut n = 0usize;
         let ids = self.tokenizer.encode(text);
-        for id in ids.into_iter().filter(|id| Some(*id) != unk).take(STATIC_TOKENS_MAX) {
+        for id in ids
+            .into_iter()
+            .filter(|id| Some(*id) != unk)
+            .take(STATIC_TOKENS_MAX)
+        {
             let row = id as usize;
             if row >= self.rows {
                 continue;
@@ -153,12 +169,20 @@ fn parse_safetensors(bytes: &[u8]) -> Result<(Table, usize, usize), String> {
     let shape: Vec<usize> = tensor
         .get("shape")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
         .unwrap_or_default();
     let offsets: Vec<usize> = tensor
         .get("data_offsets")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
         .unwrap_or_default();
     let ([rows, dim], [begin, end]) = (shape.as_slice(), offsets.as_slice()) else {
         return Err("`embeddings` must be 2-D with two data offsets".into());
@@ -173,10 +197,18 @@ fn parse_safetensors(bytes: &[u8]) -> Result<(Table, usize, usize), String> {
     let elem = match dtype {
         "I8" => 1,
         "F32" => 4,
-        other => return Err(format!("`embeddings` dtype {other} is not supported (I8, F32)")),
+        other => {
+            return Err(format!(
+                "`embeddings` dtype {other} is not supported (I8, F32)"
+            ));
+        }
     };
     if data.len() != rows * dim * elem {
-        return Err(format!("`embeddings` holds {} bytes, shape needs {}", data.len(), rows * dim * elem));
+        return Err(format!(
+            "`embeddings` holds {} bytes, shape needs {}",
+            data.len(),
+            rows * dim * elem
+        ));
     }
     let table = if elem == 1 {
         Table::I8(data.iter().map(|b| *b as i8).collect())
@@ -211,7 +243,8 @@ mod tests {
 
     fn cos(a: &[f32], b: &[f32]) -> f32 {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+            * b.iter().map(|x| x * x).sum::<f32>().sqrt())
     }
 
     #[test]
@@ -219,11 +252,23 @@ mod tests {
         let model = StaticEmbedder::builtin().unwrap().unwrap();
         assert_eq!(model.dim(), 256);
         let v = model
-            .embed(&["User prefers formal tone", "how should I write my responses?", "Last deployment was on March 10"])
+            .embed(&[
+                "User prefers formal tone",
+                "how should I write my responses?",
+                "Last deployment was on March 10",
+            ])
             .unwrap();
         // The model's README: 0.290 and 0.032.
-        assert!((cos(&v[0], &v[1]) - 0.290).abs() < 2e-3, "{}", cos(&v[0], &v[1]));
-        assert!((cos(&v[0], &v[2]) - 0.032).abs() < 2e-3, "{}", cos(&v[0], &v[2]));
+        assert!(
+            (cos(&v[0], &v[1]) - 0.290).abs() < 2e-3,
+            "{}",
+            cos(&v[0], &v[1])
+        );
+        assert!(
+            (cos(&v[0], &v[2]) - 0.032).abs() < 2e-3,
+            "{}",
+            cos(&v[0], &v[2])
+        );
     }
 
     #[test]
@@ -232,7 +277,10 @@ mod tests {
         let from_dir = StaticEmbedder::from_dir(&dir).unwrap();
         let builtin = StaticEmbedder::builtin().unwrap().unwrap();
         assert_eq!(from_dir.id(), builtin.id());
-        assert_eq!(from_dir.embed(&["hello world"]).unwrap(), builtin.embed(&["hello world"]).unwrap());
+        assert_eq!(
+            from_dir.embed(&["hello world"]).unwrap(),
+            builtin.embed(&["hello world"]).unwrap()
+        );
         assert!(StaticEmbedder::from_dir(Path::new("/nonexistent")).is_err());
     }
 }

@@ -97,7 +97,11 @@ impl WordPiece {
                 out.push(c);
             }
         }
-        let out = if self.lowercase { out.to_lowercase() } else { out };
+        let out = if self.lowercase {
+            out.to_lowercase()
+        } else {
+            out
+        };
         if self.strip_accents {
             out.nfd()
                 .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
@@ -198,7 +202,8 @@ mod tests {
     use super::*;
 
     fn tiny() -> WordPiece {
-        let json = br###"{"normalizer":{"type":"BertNormalizer","lowercase":true,"strip_accents":null},
+        let json =
+            br###"{"normalizer":{"type":"BertNormalizer","lowercase":true,"strip_accents":null},
             "model":{"type":"WordPiece","unk_token":"[UNK]","continuing_subword_prefix":"##",
             "max_input_chars_per_word":100,
             "vocab":{"[UNK]":0,"un":1,"##aff":2,"##able":3,"cafe":4,",":5,"hello":6}}}"###;

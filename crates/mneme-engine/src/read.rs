@@ -1,0 +1,428 @@
+//! Reads: recall (plan, fetch a similarity window, re-rank by confidence), inject-context,
+//! get, list and stats. Reads take only the agent's read locks.
+
+use std::collections::BTreeMap;
+
+use mneme_index::{Filter, Hit};
+use mneme_scoring::{MemoryType, Scored, rank, score, window_is_exact};
+
+use crate::agent::{Agent, AgentState, MemoryState};
+use crate::engine::{Engine, Inner, Touch};
+use crate::error::{Error, Result};
+use crate::limits::{
+    self, MAX_TOKENS_DEFAULT, MAX_TOKENS_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, TOP_K_DEFAULT,
+    TOP_K_MAX,
+};
+use crate::model::{
+    AgentStats, InjectedContext, ListPage, ListQuery, Memory, RecallQuery, Recalled, Scope,
+};
+
+fn check_scope(scope: &Scope) -> Result<()> {
+    limits::check_session_id("session_id", &scope.session_id)?;
+    if scope.session_only && scope.session_id.is_empty() {
+        return Err(Error::invalid("session_only", "requires a session_id"));
+    }
+    if scope.memory_types.len() > limits::MEMORY_TYPES_MAX {
+        return Err(Error::invalid(
+            "memory_types",
+            format!(
+                "has {} entries, the limit is {}",
+                scope.memory_types.len(),
+                limits::MEMORY_TYPES_MAX
+            ),
+        ));
+    }
+    limits::check_metadata("metadata", &scope.metadata)
+}
+
+fn check_recall(q: &RecallQuery) -> Result<usize> {
+    check_scope(&q.scope)?;
+    let top_k = limits::count_or_default("top_k", q.top_k, TOP_K_DEFAULT, TOP_K_MAX)?;
+    if q.query.len() > limits::QUERY_BYTES_MAX {
+        return Err(Error::invalid(
+            "query",
+            format!(
+                "is {} bytes, the limit is {} bytes",
+                q.query.len(),
+                limits::QUERY_BYTES_MAX
+            ),
+        ));
+    }
+    match &q.vector {
+        Some(v) => limits::check_vector("vector", v)?,
+        None if q.query.trim().is_empty() => {
+            return Err(Error::invalid(
+                "query",
+                "must not be empty when no vector is given",
+            ));
+        }
+        None => {}
+    }
+    if !(0.0..=1.0).contains(&q.min_confidence) {
+        return Err(Error::invalid(
+            "min_confidence",
+            format!("is {}, must be in [0, 1]", q.min_confidence),
+        ));
+    }
+    Ok(top_k)
+}
+
+impl Inner {
+    fn query_vector(&self, agent: &Agent, q: &RecallQuery) -> Result<Vec<f32>> {
+        let config = agent.state.read().config.clone();
+        match &q.vector {
+            Some(v) if config.embedder != crate::embed::CLIENT_EMBEDDER_ID => {
+                Err(Error::FailedPrecondition(format!(
+                    "vector: this agent embeds text with {:?}; send `query` text instead",
+                    config.embedder
+                )))
+            }
+            Some(v) if v.len() != config.dim => Err(Error::invalid(
+                "vector",
+                format!(
+                    "has {} dimensions, this agent's vectors have {}",
+                    v.len(),
+                    config.dim
+                ),
+            )),
+            Some(v) => Ok(v.clone()),
+            None => {
+                let embedder = self.embedder_of(&config)?;
+                Ok(self
+                    .embed(embedder.as_ref(), &[q.query.as_str()])?
+                    .remove(0))
+            }
+        }
+    }
+
+    /// Ranked, scored results for `q` (before `min_confidence` and `top_k`), plus the state
+    /// lock so callers can build memories without another lookup.
+    fn ranked(
+        &self,
+        agent: &Agent,
+        q: &RecallQuery,
+        top_k: usize,
+        now: i64,
+    ) -> Result<Vec<(u64, f32, Scored)>> {
+        let query = self.query_vector(agent, q)?;
+        let state = agent.state.read();
+        let index = agent.index.read();
+        let scope = &q.scope;
+        let visible = |key: u64| {
+            state
+                .memories
+                .get(&key)
+                .is_some_and(|m| m.visible(scope, now))
+        };
+        let session_keys: Vec<u64>;
+        let filter = if scope.session_only {
+            session_keys = state
+                .sessions
+                .get(&scope.session_id)
+                .map(|keys| keys.iter().copied().filter(|k| visible(*k)).collect())
+                .unwrap_or_default();
+            Filter::Keys(&session_keys)
+        } else {
+            Filter::Predicate {
+                accept: &visible,
+                estimated_matches: state.estimate(scope),
+            }
+        };
+        let config = &state.config;
+        let factor = self.config.recall_window_factor.max(4);
+        let mut window = (top_k * factor).min(self.config.recall_window_max.max(top_k));
+        loop {
+            let hits: Vec<Hit> = index.search(&query, window, filter).map_err(|e| {
+                Error::invalid(
+                    if q.vector.is_some() {
+                        "vector"
+                    } else {
+                        "query"
+                    },
+                    e.to_string(),
+                )
+            })?;
+            let mut scored: Vec<(u64, f32, Scored)> = hits
+                .iter()
+                .map(|h| {
+                    let m = &state.memories[&h.key];
+                    (
+                        h.key,
+                        h.score,
+                        score(
+                            &config.scoring,
+                            &config.calibration,
+                            h.score,
+                            &m.signals(),
+                            now,
+                        ),
+                    )
+                })
+                .collect();
+            let mut ranked: Vec<((u64, f32), Scored)> =
+                scored.drain(..).map(|(k, c, s)| ((k, c), s)).collect();
+            rank(&mut ranked);
+            let exhausted = hits.len() < window;
+            let proven = match (ranked.get(top_k.saturating_sub(1)), hits.last()) {
+                (Some((_, kth)), Some(last)) => {
+                    window_is_exact(kth.confidence, config.calibration.relevance(last.score))
+                }
+                _ => true,
+            };
+            if exhausted || proven || window >= self.config.recall_window_max {
+                return Ok(ranked.into_iter().map(|((k, c), s)| (k, c, s)).collect());
+            }
+            window = (window * 4).min(self.config.recall_window_max);
+        }
+    }
+
+    fn recalled(
+        &self,
+        agent: &Agent,
+        state: &AgentState,
+        key: u64,
+        cos: f32,
+        s: Scored,
+        with_vector: bool,
+    ) -> Recalled {
+        let m = &state.memories[&key];
+        let vector = with_vector
+            .then(|| agent.index.read().get(key).map(<[f32]>::to_vec))
+            .flatten();
+        Recalled {
+            memory: m.to_memory(&agent.id, vector),
+            similarity: cos,
+            confidence: s.confidence,
+            scores: s.scores,
+        }
+    }
+}
+
+impl Engine {
+    /// The most relevant memories for a query, ranked by confidence, each with its
+    /// explanation. Returned memories count as accessed (recorded durably in the background).
+    pub fn recall(&self, agent_id: &str, q: &RecallQuery) -> Result<Vec<Recalled>> {
+        limits::check_agent_id(agent_id)?;
+        let top_k = check_recall(q)?;
+        let inner = &self.inner;
+        let Some(agent) = inner.agent(agent_id) else {
+            return Ok(Vec::new());
+        };
+        let now = inner.now_ms();
+        let ranked = inner.ranked(&agent, q, top_k, now)?;
+        let state = agent.state.read();
+        let out: Vec<Recalled> = ranked
+            .into_iter()
+            .filter(|(key, _, s)| {
+                s.confidence >= q.min_confidence && state.memories.contains_key(key)
+            })
+            .take(top_k)
+            .map(|(key, cos, s)| inner.recalled(&agent, &state, key, cos, s, q.include_vectors))
+            .collect();
+        drop(state);
+        if !out.is_empty() {
+            inner.queue_touch(Touch {
+                agent: agent_id.to_owned(),
+                ids: out.iter().map(|r| r.memory.id.clone()).collect(),
+                at_ms: now,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Recalls, then renders a compact context block grouped by type within `max_tokens`
+    /// (0: 1,024). Tokens are estimated as ⌈characters / 4⌉.
+    pub fn inject_context(
+        &self,
+        agent_id: &str,
+        q: &RecallQuery,
+        max_tokens: u64,
+    ) -> Result<InjectedContext> {
+        let budget =
+            limits::count_or_default("max_tokens", max_tokens, MAX_TOKENS_DEFAULT, MAX_TOKENS_MAX)?;
+        let recalled = self.recall(agent_id, q)?;
+        Ok(render_context(recalled, budget))
+    }
+
+    /// One memory by id (`Ok(None)` when absent or expired).
+    pub fn get(&self, agent_id: &str, id: &str, include_vector: bool) -> Result<Option<Memory>> {
+        limits::check_agent_id(agent_id)?;
+        let Some(agent) = self.inner.agent(agent_id) else {
+            return Ok(None);
+        };
+        let now = self.inner.now_ms();
+        let state = agent.state.read();
+        let Some(key) = state.key_of(id) else {
+            return Ok(None);
+        };
+        let m = &state.memories[&key];
+        if m.expired(now) {
+            return Ok(None);
+        }
+        let vector = include_vector
+            .then(|| agent.index.read().get(key).map(<[f32]>::to_vec))
+            .flatten();
+        Ok(Some(m.to_memory(&agent.id, vector)))
+    }
+
+    /// A page of the agent's visible memories in creation order.
+    pub fn list(&self, agent_id: &str, q: &ListQuery) -> Result<ListPage> {
+        limits::check_agent_id(agent_id)?;
+        check_scope(&q.scope)?;
+        let page_size =
+            limits::count_or_default("page_size", q.page_size, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)?;
+        if !q.page_token.is_empty() && !crate::ids::is_memory_id(&q.page_token) {
+            return Err(Error::invalid(
+                "page_token",
+                "is not a token from a previous page",
+            ));
+        }
+        let empty = ListPage {
+            memories: Vec::new(),
+            next_page_token: String::new(),
+        };
+        let Some(agent) = self.inner.agent(agent_id) else {
+            return Ok(empty);
+        };
+        let now = self.inner.now_ms();
+        let state = agent.state.read();
+        let index = agent.index.read();
+        let start = std::ops::Bound::Excluded(q.page_token.clone());
+        let range = if q.page_token.is_empty() {
+            state.ids.range::<String, _>(..)
+        } else {
+            state.ids.range((start, std::ops::Bound::Unbounded))
+        };
+        let mut visible = range
+            .map(|(_, key)| (*key, &state.memories[key]))
+            .filter(|(_, m)| m.visible(&q.scope, now));
+        let memories: Vec<Memory> = visible
+            .by_ref()
+            .take(page_size)
+            .map(|(key, m)| {
+                let v = q
+                    .include_vectors
+                    .then(|| index.get(key).map(<[f32]>::to_vec))
+                    .flatten();
+                m.to_memory(&agent.id, v)
+            })
+            .collect();
+        let more = visible.next().is_some();
+        let next_page_token = match (more, memories.last()) {
+            (true, Some(last)) => last.id.clone(),
+            _ => String::new(),
+        };
+        Ok(ListPage {
+            memories,
+            next_page_token,
+        })
+    }
+
+    /// Counts by type and session, dimensions, sizes.
+    pub fn stats(&self, agent_id: &str) -> Result<AgentStats> {
+        limits::check_agent_id(agent_id)?;
+        let store_bytes = {
+            let s = self.inner.store.stats();
+            s.wal_bytes + s.log_bytes
+        };
+        let Some(agent) = self.inner.agent(agent_id) else {
+            return Ok(AgentStats {
+                store_bytes_on_disk: store_bytes,
+                ..AgentStats::default()
+            });
+        };
+        let now = self.inner.now_ms();
+        let state = agent.state.read();
+        let mut stats = AgentStats {
+            dimensions: state.config.dim as u32,
+            embedder: state.config.embedder.clone(),
+            store_bytes_on_disk: store_bytes,
+            index_lag: agent.index.read().tail_len() as u64,
+            ..AgentStats::default()
+        };
+        for m in state.memories.values().filter(|m| !m.expired(now)) {
+            stats.total_memories += 1;
+            *stats
+                .by_type
+                .entry(m.memory_type.name().to_owned())
+                .or_default() += 1;
+            *stats
+                .by_session
+                .entry(m.record.session_id.clone())
+                .or_default() += 1;
+            stats.agent_bytes += approx_bytes(m, state.config.dim);
+        }
+        Ok(stats)
+    }
+}
+
+fn approx_bytes(m: &MemoryState, dim: usize) -> u64 {
+    let meta: usize = m
+        .record
+        .metadata
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    (m.record.content.len() + meta + m.record.session_id.len() + dim * 4 + 3 * 24 + 3 * 64) as u64
+}
+
+/// Estimated tokens of a text: ⌈characters / 4⌉ (the usual rule of thumb for English with
+/// BPE tokenizers; it over-counts code and under-counts CJK).
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4)
+}
+
+const GROUPS: [(MemoryType, &str); 3] = [
+    (MemoryType::Semantic, "Facts"),
+    (MemoryType::Procedural, "Procedures"),
+    (MemoryType::Episodic, "Recent events"),
+];
+
+fn render_context(recalled: Vec<Recalled>, budget: usize) -> InjectedContext {
+    let header = "Relevant memories (most relevant first):\n";
+    let mut used = estimate_tokens(header);
+    let mut truncated = false;
+    let mut kept: BTreeMap<usize, Recalled> = BTreeMap::new();
+    let mut lines: BTreeMap<(usize, usize), String> = BTreeMap::new();
+    let mut group_started = [false; 3];
+    for (rank_pos, r) in recalled.into_iter().enumerate() {
+        let g = GROUPS
+            .iter()
+            .position(|(t, _)| *t == r.memory.memory_type)
+            .unwrap_or(0);
+        let content = r.memory.content.replace('\n', " ");
+        let line = format!(
+            "- {content} [id {}, confidence {:.2}]\n",
+            r.memory.id, r.confidence
+        );
+        let heading = if group_started[g] {
+            String::new()
+        } else {
+            format!("{}:\n", GROUPS[g].1)
+        };
+        let cost = estimate_tokens(&line) + estimate_tokens(&heading);
+        if used + cost > budget {
+            truncated = true;
+            break;
+        }
+        used += cost;
+        if !group_started[g] {
+            group_started[g] = true;
+            lines.insert((g, 0), heading);
+        }
+        lines.insert((g, rank_pos + 1), line);
+        kept.insert(rank_pos, r);
+    }
+    let context = if kept.is_empty() {
+        String::new()
+    } else {
+        std::iter::once(header.to_owned())
+            .chain(lines.into_values())
+            .collect()
+    };
+    InjectedContext {
+        context,
+        memories: kept.into_values().collect(),
+        truncated,
+    }
+}

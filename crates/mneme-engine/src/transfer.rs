@@ -1,0 +1,374 @@
+//! Export and import: a lossless, streaming JSON Lines format (documented in
+//! `docs/export-format.md`). The first line describes the agent's vector space; every
+//! following line is one memory with its id, timestamps, counters, metadata and vector.
+//! Importing an export reproduces the same memories, so recall gives the same results.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Write};
+
+use mneme_index::distance::normalize;
+use mneme_storage::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentConfig, MemoryState, type_from_wire, type_to_wire};
+use crate::codec::{self, AccessRecord, MemoryRecord, RecordKind};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ids::is_memory_id;
+use crate::limits;
+
+/// Version of the export format.
+pub const EXPORT_FORMAT_VERSION: u32 = 1;
+/// Longest line an import reads (a 4,096-dim vector as JSON plus a 64 KiB memory fit).
+pub const EXPORT_LINE_BYTES_MAX: usize = 1024 * 1024;
+/// Memories committed per import batch.
+const IMPORT_BATCH: usize = 512;
+
+/// First line of an export.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportHeader {
+    /// Always `"mneme-export"`.
+    pub format: String,
+    /// [`EXPORT_FORMAT_VERSION`].
+    pub version: u32,
+    /// The exported agent.
+    pub agent_id: String,
+    /// Its embedder id.
+    pub embedder: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Number of memories that follow.
+    pub count: u64,
+}
+
+/// One memory line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportedMemory {
+    /// ULID.
+    pub id: String,
+    /// Session ("" agent-wide).
+    pub session_id: String,
+    /// `episodic`, `semantic` or `procedural`.
+    pub memory_type: String,
+    /// Text.
+    pub content: String,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Pinned.
+    pub pinned: bool,
+    /// Importance.
+    pub importance: f32,
+    /// Access count.
+    pub access_count: u64,
+    /// Times in ms since the epoch (0: never).
+    pub created_at_ms: i64,
+    /// Last change.
+    pub updated_at_ms: i64,
+    /// Last access.
+    pub last_accessed_at_ms: i64,
+    /// Expiry.
+    pub expires_at_ms: i64,
+    /// Unit vector.
+    pub vector: Vec<f32>,
+}
+
+fn type_name_to_wire(name: &str) -> Option<u8> {
+    mneme_scoring::MemoryType::ALL
+        .iter()
+        .find(|t| t.name() == name)
+        .map(|t| type_to_wire(*t))
+}
+
+fn to_io(e: serde_json::Error) -> Error {
+    Error::Io(std::io::Error::other(e))
+}
+
+impl Engine {
+    /// Writes every unexpired memory of the agent as JSON Lines; returns how many.
+    pub fn export(&self, agent_id: &str, out: &mut dyn Write) -> Result<u64> {
+        limits::check_agent_id(agent_id)?;
+        let Some(agent) = self.inner.agent(agent_id) else {
+            return Err(Error::invalid("agent_id", "has no memories to export"));
+        };
+        let now = self.inner.now_ms();
+        let (config, ids) = {
+            let state = agent.state.read();
+            let ids: Vec<String> = state.ids.keys().cloned().collect();
+            (state.config.clone(), ids)
+        };
+        let header = ExportHeader {
+            format: "mneme-export".into(),
+            version: EXPORT_FORMAT_VERSION,
+            agent_id: agent_id.to_owned(),
+            embedder: config.embedder.clone(),
+            dim: config.dim,
+            count: ids.len() as u64,
+        };
+        serde_json::to_writer(&mut *out, &header).map_err(to_io)?;
+        out.write_all(b"\n")?;
+        let mut written = 0;
+        // Chunks keep each read lock short; memories forgotten meanwhile are skipped.
+        for chunk in ids.chunks(1_000) {
+            let lines: Vec<ExportedMemory> = {
+                let state = agent.state.read();
+                let index = agent.index.read();
+                chunk
+                    .iter()
+                    .filter_map(|id| state.key_of(id).map(|k| (k, &state.memories[&k])))
+                    .filter(|(_, m)| !m.expired(now))
+                    .filter_map(|(k, m)| index.get(k).map(|v| export_line(m, v)))
+                    .collect()
+            };
+            for line in &lines {
+                serde_json::to_writer(&mut *out, line).map_err(to_io)?;
+                out.write_all(b"\n")?;
+                written += 1;
+            }
+        }
+        out.flush()?;
+        Ok(written)
+    }
+
+    /// Reads an export into `agent_id` (which must be new, or use the same embedder and
+    /// dimension). Memories keep their ids; an id that exists is overwritten. Returns how
+    /// many memories were imported; `progress(done)` is called after each committed batch.
+    pub fn import(
+        &self,
+        agent_id: &str,
+        input: &mut dyn BufRead,
+        progress: &dyn Fn(u64),
+    ) -> Result<u64> {
+        limits::check_agent_id(agent_id)?;
+        let mut lines = LineReader { input, line_no: 0 };
+        let header: ExportHeader = match lines.next_line()? {
+            Some(line) => serde_json::from_str(&line).map_err(|e| {
+                Error::invalid("import", format!("line 1: not an export header: {e}"))
+            })?,
+            None => return Err(Error::invalid("import", "is empty")),
+        };
+        if header.format != "mneme-export" || header.version != EXPORT_FORMAT_VERSION {
+            return Err(Error::invalid(
+                "import",
+                format!(
+                    "format {:?} version {} is not supported",
+                    header.format, header.version
+                ),
+            ));
+        }
+        if header.dim == 0 || header.dim > limits::DIMENSIONS_MAX {
+            return Err(Error::invalid(
+                "import",
+                format!(
+                    "dimension {} is outside 1..={}",
+                    header.dim,
+                    limits::DIMENSIONS_MAX
+                ),
+            ));
+        }
+        let agent = self.import_target(agent_id, &header)?;
+        let mut total = 0u64;
+        loop {
+            let mut chunk = Vec::with_capacity(IMPORT_BATCH);
+            while chunk.len() < IMPORT_BATCH {
+                let Some(line) = lines.next_line()? else {
+                    break;
+                };
+                let no = lines.line_no;
+                let m: ExportedMemory = serde_json::from_str(&line)
+                    .map_err(|e| Error::invalid("import", format!("line {no}: {e}")))?;
+                chunk.push(import_memory(m, header.dim, no)?);
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let _write = agent.write.lock();
+            let mut batch = WriteBatch::new();
+            if !agent.state.read().config_persisted {
+                let record = agent.state.read().config.to_record();
+                batch.put(codec::config_key(agent_id), codec::encode(&record))?;
+            }
+            for (m, v) in &chunk {
+                batch.put(
+                    codec::memory_key(agent_id, RecordKind::Memory, &m.id),
+                    codec::encode(&m.record),
+                )?;
+                batch.put(
+                    codec::memory_key(agent_id, RecordKind::Vector, &m.id),
+                    codec::encode_vector(v),
+                )?;
+                batch.put(
+                    codec::memory_key(agent_id, RecordKind::Access, &m.id),
+                    codec::encode(&m.access),
+                )?;
+            }
+            self.inner.store.commit(batch)?;
+            let mut state = agent.state.write();
+            let mut index = agent.index.write();
+            state.config_persisted = true;
+            for (m, v) in chunk {
+                let key = state.put(m);
+                index
+                    .insert(key, &v)
+                    .map_err(|e| Error::invalid("import", e.to_string()))?;
+                total += 1;
+            }
+            drop((state, index));
+            progress(total);
+        }
+        Ok(total)
+    }
+
+    fn import_target(
+        &self,
+        agent_id: &str,
+        header: &ExportHeader,
+    ) -> Result<std::sync::Arc<crate::agent::Agent>> {
+        let client_dim =
+            (header.embedder == crate::embed::CLIENT_EMBEDDER_ID).then_some(header.dim);
+        if client_dim.is_none() && self.inner.config.embedders.get(&header.embedder).is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "the export was made with embedder {:?}, which this server does not offer",
+                header.embedder
+            )));
+        }
+        let existed = self.inner.agent(agent_id).is_some();
+        let agent = self.inner.agent_for_write(agent_id, client_dim)?;
+        let mut state = agent.state.write();
+        if state.config.embedder != header.embedder || state.config.dim != header.dim {
+            if existed && !state.memories.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "agent {agent_id:?} uses {:?} ({} dims); the export uses {:?} ({} dims)",
+                    state.config.embedder, state.config.dim, header.embedder, header.dim
+                )));
+            }
+            let calibration = match self.inner.config.embedders.get(&header.embedder) {
+                Some(e) => e.calibration(),
+                None => mneme_scoring::Calibration::UNKNOWN,
+            };
+            state.config = AgentConfig {
+                embedder: header.embedder.clone(),
+                dim: header.dim,
+                calibration,
+                scoring: state.config.scoring,
+            };
+            state.config_persisted = false;
+            *agent.index.write() =
+                mneme_index::VectorIndex::new(header.dim, self.inner.config.index);
+        }
+        drop(state);
+        Ok(agent)
+    }
+}
+
+fn export_line(m: &MemoryState, v: &[f32]) -> ExportedMemory {
+    ExportedMemory {
+        id: m.id.clone(),
+        session_id: m.record.session_id.clone(),
+        memory_type: m.memory_type.name().to_owned(),
+        content: m.record.content.clone(),
+        metadata: m.record.metadata.clone(),
+        pinned: m.record.pinned,
+        importance: m.record.importance,
+        access_count: m.access.access_count,
+        created_at_ms: m.record.created_at_ms,
+        updated_at_ms: m.record.updated_at_ms,
+        last_accessed_at_ms: m.access.last_accessed_at_ms,
+        expires_at_ms: m.record.expires_at_ms,
+        vector: v.to_vec(),
+    }
+}
+
+fn import_memory(m: ExportedMemory, dim: usize, line: usize) -> Result<(MemoryState, Vec<f32>)> {
+    let at = |field: &str| format!("line {line}: {field}");
+    let bad = |e: Error| match e {
+        Error::InvalidArgument { field, reason } => {
+            Error::invalid("import", format!("line {line}: {field} {reason}"))
+        }
+        other => other,
+    };
+    if !is_memory_id(&m.id) {
+        return Err(Error::invalid(
+            "import",
+            format!("{} {:?} is not a memory id", at("id"), m.id),
+        ));
+    }
+    limits::check_content(&m.content).map_err(bad)?;
+    limits::check_session_id("session_id", &m.session_id).map_err(bad)?;
+    limits::check_metadata("metadata", &m.metadata).map_err(bad)?;
+    limits::check_importance(m.importance).map_err(bad)?;
+    limits::check_vector("vector", &m.vector).map_err(bad)?;
+    if m.vector.len() != dim {
+        return Err(Error::invalid(
+            "import",
+            format!(
+                "{} has {} dimensions, the header says {dim}",
+                at("vector"),
+                m.vector.len()
+            ),
+        ));
+    }
+    let wire = type_name_to_wire(&m.memory_type).ok_or_else(|| {
+        Error::invalid(
+            "import",
+            format!("{} {:?} is unknown", at("memory_type"), m.memory_type),
+        )
+    })?;
+    let mut v = m.vector;
+    normalize(&mut v).map_err(|e| Error::invalid("import", format!("{} {e}", at("vector"))))?;
+    let state = MemoryState {
+        id: m.id,
+        memory_type: type_from_wire(wire).unwrap_or(mneme_scoring::MemoryType::Semantic),
+        record: MemoryRecord {
+            session_id: m.session_id,
+            memory_type: wire,
+            content: m.content,
+            metadata: m.metadata,
+            pinned: m.pinned,
+            importance: m.importance,
+            created_at_ms: m.created_at_ms,
+            updated_at_ms: m.updated_at_ms,
+            expires_at_ms: m.expires_at_ms,
+        },
+        access: AccessRecord {
+            access_count: m.access_count,
+            last_accessed_at_ms: m.last_accessed_at_ms,
+        },
+    };
+    Ok((state, v))
+}
+
+struct LineReader<'a> {
+    input: &'a mut dyn BufRead,
+    line_no: usize,
+}
+
+impl LineReader<'_> {
+    /// Next non-empty line, refusing lines over the limit without reading them whole.
+    fn next_line(&mut self) -> Result<Option<String>> {
+        loop {
+            let mut buf = Vec::new();
+            let n = (&mut *self.input)
+                .take(EXPORT_LINE_BYTES_MAX as u64 + 1)
+                .read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            if buf.len() > EXPORT_LINE_BYTES_MAX {
+                return Err(Error::invalid(
+                    "import",
+                    format!(
+                        "line {} is longer than {EXPORT_LINE_BYTES_MAX} bytes",
+                        self.line_no
+                    ),
+                ));
+            }
+            let line = String::from_utf8(buf).map_err(|_| {
+                Error::invalid("import", format!("line {} is not UTF-8", self.line_no))
+            })?;
+            if !line.trim().is_empty() {
+                return Ok(Some(line));
+            }
+        }
+    }
+}
