@@ -26,7 +26,7 @@ pub use engine::{DEDUP_COSINE_MIN, Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use mneme_index::IndexConfig;
 pub use mneme_scoring::{Calibration, ScoringParams, TypeParams};
-pub use mneme_storage::{Durability, Options as StorageOptions};
+pub use mneme_storage::{Durability, Error as StorageError, Options as StorageOptions, StoreStats};
 pub use model::*;
 pub use read::estimate_tokens;
 pub use transfer::{EXPORT_FORMAT_VERSION, ExportHeader, ExportedMemory};

@@ -86,6 +86,10 @@ pub struct StoreStats {
     pub log_segments: usize,
     /// Bytes of frames in the memtables.
     pub memtable_bytes: usize,
+    /// WAL `fdatasync` calls since open.
+    pub wal_syncs: u64,
+    /// Microseconds spent in them.
+    pub wal_sync_micros: u64,
 }
 
 type Slot = Arc<Mutex<Option<Result<u64, String>>>>;
@@ -220,10 +224,15 @@ impl Store {
     /// Sizes and positions.
     pub fn stats(&self) -> StoreStats {
         let manifest = self.inner.maintenance.lock().clone();
-        let (last_lsn, wal_bytes) = {
+        let (last_lsn, wal_bytes, wal_syncs, wal_sync_micros) = {
             let wal = self.inner.wal.lock();
             let sealed: u64 = wal.sealed.iter().map(|(_, bytes)| bytes).sum();
-            (wal.next_lsn - 1, wal.bytes + sealed)
+            (
+                wal.next_lsn - 1,
+                wal.bytes + sealed,
+                wal.syncs,
+                wal.sync_micros,
+            )
         };
         let tables = self.inner.tables.read();
         let (log_bytes, log_live_bytes) = tables.log_bytes();
@@ -235,6 +244,8 @@ impl Store {
             log_live_bytes,
             log_segments: tables.segments.len(),
             memtable_bytes: tables.active.bytes + tables.frozen.as_ref().map_or(0, |f| f.bytes),
+            wal_syncs,
+            wal_sync_micros,
         }
     }
 

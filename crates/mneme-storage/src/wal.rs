@@ -47,6 +47,9 @@ pub(crate) struct WalWriter {
     pub(crate) next_lsn: u64,
     /// True when bytes were appended since the last sync (periodic durability only).
     pub(crate) unsynced: bool,
+    /// Syncs done and the time they took (across segments), for metrics.
+    pub(crate) syncs: u64,
+    pub(crate) sync_micros: u64,
 }
 
 impl WalWriter {
@@ -79,16 +82,21 @@ impl WalWriter {
             sealed,
             next_lsn,
             unsynced: false,
+            syncs: 0,
+            sync_micros: 0,
         })
     }
 
     /// Makes every appended byte durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
         if self.unsynced {
+            let start = std::time::Instant::now();
             self.file
                 .sync()
                 .map_err(|e| Error::io("sync WAL", &self.path, e))?;
             self.unsynced = false;
+            self.syncs += 1;
+            self.sync_micros += start.elapsed().as_micros() as u64;
         }
         Ok(())
     }
@@ -103,7 +111,10 @@ impl WalWriter {
         self.sync()?;
         let mut sealed = std::mem::take(&mut self.sealed);
         sealed.push((self.file_id, self.bytes));
+        let (syncs, sync_micros) = (self.syncs, self.sync_micros);
         *self = Self::create(vfs, dir, new_id, sealed, self.next_lsn)?;
+        self.syncs = syncs;
+        self.sync_micros = sync_micros;
         Ok(())
     }
 }

@@ -1,0 +1,298 @@
+//! `mneme.v1.MemoryService`: authenticate, authorise the agent, convert, run the engine
+//! call on the blocking pool (never on the reactor), convert back, record metrics.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mneme_engine::Engine;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Auth, Principal};
+use crate::convert::{self, RecallFields};
+use crate::metrics::Metrics;
+use crate::pb;
+use crate::pb::memory_service_server::MemoryService;
+
+/// What every handler needs.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Runs an engine call on the blocking pool, within the concurrency limit.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> mneme_engine::Result<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "server is at its concurrent request limit (CONCURRENT_REQUESTS_MAX); retry with backoff",
+            )
+        })?;
+        let engine = Arc::clone(&self.engine);
+        let out = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&engine)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("request task failed: {e}")))?;
+        out.map_err(convert::status)
+    }
+
+    /// Runs a handler body, recording its latency and status code.
+    pub(crate) async fn timed<T>(
+        &self,
+        rpc: &'static str,
+        body: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let start = Instant::now();
+        let out = body.await;
+        let code = out.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.record(rpc, code, start.elapsed());
+        if let Err(status) = &out {
+            tracing::debug!(rpc, code = ?status.code(), message = status.message(), "request failed");
+        }
+        out
+    }
+
+    /// Authenticates the request and authorises `agent_id` for it.
+    pub(crate) fn admit<T>(
+        &self,
+        request: &Request<T>,
+        agent_id: impl FnOnce(&T) -> &str,
+    ) -> Result<Principal, Status> {
+        let principal = self.auth.authenticate(request.metadata())?;
+        self.auth
+            .authorize(&principal, agent_id(request.get_ref()))?;
+        Ok(principal)
+    }
+}
+
+/// The memory service.
+#[derive(Debug, Clone)]
+pub struct MemoryApi(pub(crate) Shared);
+
+#[tonic::async_trait]
+impl MemoryService for MemoryApi {
+    async fn remember(
+        &self,
+        request: Request<pb::RememberRequest>,
+    ) -> Result<Response<pb::RememberResponse>, Status> {
+        let s = &self.0;
+        s.timed("Remember", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let agent = r.agent_id.clone();
+            let input = convert::remember_input(r)?;
+            let out = s.blocking(move |e| e.remember(&agent, input)).await?;
+            Ok(Response::new(convert::remembered(out)))
+        })
+        .await
+    }
+
+    async fn remember_batch(
+        &self,
+        request: Request<pb::RememberBatchRequest>,
+    ) -> Result<Response<pb::RememberBatchResponse>, Status> {
+        let s = &self.0;
+        s.timed("RememberBatch", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let mut items = Vec::with_capacity(r.items.len());
+            for (i, item) in r.items.into_iter().enumerate() {
+                if !item.agent_id.is_empty() && item.agent_id != r.agent_id {
+                    return Err(Status::invalid_argument(format!(
+                        "items[{i}].agent_id: must be empty or equal to agent_id"
+                    )));
+                }
+                items.push(convert::remember_input(item)?);
+            }
+            let agent = r.agent_id;
+            let out = s.blocking(move |e| e.remember_batch(&agent, items)).await?;
+            Ok(Response::new(pb::RememberBatchResponse {
+                results: out.into_iter().map(convert::remembered).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn recall(
+        &self,
+        request: Request<pb::RecallRequest>,
+    ) -> Result<Response<pb::RecallResponse>, Status> {
+        let s = &self.0;
+        s.timed("Recall", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let agent = r.agent_id;
+            let query = convert::recall_query(RecallFields {
+                query: r.query,
+                vector: r.vector,
+                top_k: r.top_k,
+                session_id: r.session_id,
+                session_only: r.session_only,
+                memory_types: r.memory_types,
+                min_confidence: r.min_confidence,
+                metadata: r.metadata,
+                include_vectors: r.include_vectors,
+            })?;
+            let out = s.blocking(move |e| e.recall(&agent, &query)).await?;
+            Ok(Response::new(pb::RecallResponse {
+                memories: out.into_iter().map(convert::recalled).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn inject_context(
+        &self,
+        request: Request<pb::InjectContextRequest>,
+    ) -> Result<Response<pb::InjectContextResponse>, Status> {
+        let s = &self.0;
+        s.timed("InjectContext", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let agent = r.agent_id;
+            let max_tokens = u64::from(r.max_tokens);
+            let query = convert::recall_query(RecallFields {
+                query: r.query,
+                vector: r.vector,
+                top_k: r.top_k,
+                session_id: r.session_id,
+                session_only: r.session_only,
+                memory_types: r.memory_types,
+                min_confidence: r.min_confidence,
+                metadata: r.metadata,
+                include_vectors: r.include_vectors,
+            })?;
+            let out = s
+                .blocking(move |e| e.inject_context(&agent, &query, max_tokens))
+                .await?;
+            Ok(Response::new(pb::InjectContextResponse {
+                context: out.context,
+                memories: out.memories.into_iter().map(convert::recalled).collect(),
+                truncated: out.truncated,
+            }))
+        })
+        .await
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Memory>, Status> {
+        let s = &self.0;
+        s.timed("Get", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let id = r.id.clone();
+            let found = s
+                .blocking(move |e| e.get(&r.agent_id, &r.id, r.include_vector))
+                .await?;
+            found
+                .map(|m| Response::new(convert::memory(m)))
+                .ok_or_else(|| Status::not_found(format!("memory {id:?} not found")))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let s = &self.0;
+        s.timed("List", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let agent = r.agent_id.clone();
+            let query = convert::list_query(r)?;
+            let page = s.blocking(move |e| e.list(&agent, &query)).await?;
+            Ok(Response::new(pb::ListResponse {
+                memories: page.memories.into_iter().map(convert::memory).collect(),
+                next_page_token: page.next_page_token,
+            }))
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        request: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Memory>, Status> {
+        let s = &self.0;
+        s.timed("Update", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let (agent, id) = (r.agent_id.clone(), r.id.clone());
+            let input = convert::update_input(r);
+            let shown = id.clone();
+            let out = s.blocking(move |e| e.update(&agent, &id, input)).await?;
+            out.map(|m| Response::new(convert::memory(m)))
+                .ok_or_else(|| Status::not_found(format!("memory {shown:?} not found")))
+        })
+        .await
+    }
+
+    async fn forget(
+        &self,
+        request: Request<pb::ForgetRequest>,
+    ) -> Result<Response<pb::ForgetResponse>, Status> {
+        let s = &self.0;
+        s.timed("Forget", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let forgotten = s.blocking(move |e| e.forget(&r.agent_id, &r.ids)).await?;
+            Ok(Response::new(pb::ForgetResponse { forgotten }))
+        })
+        .await
+    }
+
+    async fn forget_session(
+        &self,
+        request: Request<pb::ForgetSessionRequest>,
+    ) -> Result<Response<pb::ForgetResponse>, Status> {
+        let s = &self.0;
+        s.timed("ForgetSession", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let forgotten = s
+                .blocking(move |e| e.forget_session(&r.agent_id, &r.session_id))
+                .await?;
+            Ok(Response::new(pb::ForgetResponse { forgotten }))
+        })
+        .await
+    }
+
+    async fn clear_all(
+        &self,
+        request: Request<pb::ClearAllRequest>,
+    ) -> Result<Response<pb::ForgetResponse>, Status> {
+        let s = &self.0;
+        s.timed("ClearAll", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let forgotten = s.blocking(move |e| e.clear_all(&r.agent_id)).await?;
+            Ok(Response::new(pb::ForgetResponse { forgotten }))
+        })
+        .await
+    }
+
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let s = &self.0;
+        s.timed("Stats", async {
+            s.admit(&request, |r| &r.agent_id)?;
+            let agent = request.into_inner().agent_id;
+            let a = agent.clone();
+            let stats = s.blocking(move |e| e.stats(&a)).await?;
+            Ok(Response::new(convert::stats(agent, stats)))
+        })
+        .await
+    }
+}

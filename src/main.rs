@@ -1,0 +1,529 @@
+//! `mneme`: run the server (`mneme serve`), talk to one from a terminal (`remember`,
+//! `recall`, `stats`, `export`, `import`), and hash API keys (`keys hash`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mneme_engine::embed::{Embedder, Embedders, HashEmbedder, StaticEmbedder};
+use mneme_engine::{Durability, Engine, EngineConfig, StorageOptions};
+use mneme_server::pb;
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(name = "mneme", version, about = "Vector memory for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Store a memory.
+    Remember(RememberArgs),
+    /// Recall the most relevant memories.
+    Recall(RecallArgs),
+    /// Show an agent's counts and sizes.
+    Stats(AgentArgs),
+    /// Write an agent's memories as JSON Lines.
+    Export(ExportArgs),
+    /// Load an export into an agent.
+    Import(ImportArgs),
+    /// API key helpers.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print the SHA-256 of a key, as the keys file stores it.
+    Hash {
+        /// The key.
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum EmbedderChoice {
+    /// The static model2vec model (built in, or --model-dir).
+    Static,
+    /// The lexical hash embedder (no model at all).
+    Hash,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum DurabilityChoice {
+    /// Acknowledge after the fsync that covers the write (default).
+    EveryCommit,
+    /// Acknowledge after the write; fsync every --sync-interval-ms (may lose that much on power loss).
+    Periodic,
+}
+
+/// `mneme serve` options; each may also come from the environment or the TOML file.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML file with any of the options below (snake_case keys).
+    #[arg(long, env = "MNEME_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./mneme-data].
+    #[arg(long, env = "MNEME_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC address [default: 127.0.0.1:50051].
+    #[arg(long, env = "MNEME_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Default embedder for new agents [default: static].
+    #[arg(long, env = "MNEME_EMBEDDER", value_enum)]
+    embedder: Option<EmbedderChoice>,
+    /// Directory of a model2vec model (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, env = "MNEME_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Prometheus metrics address (HTTP GET /metrics).
+    #[arg(long, env = "MNEME_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// API keys file (TOML); without it the server only listens on loopback.
+    #[arg(long, env = "MNEME_KEYS_FILE")]
+    keys_file: Option<PathBuf>,
+    /// Allow a non-loopback address without API keys.
+    #[arg(long, env = "MNEME_INSECURE")]
+    insecure: bool,
+    /// When writes are acknowledged [default: every-commit].
+    #[arg(long, env = "MNEME_DURABILITY", value_enum)]
+    durability: Option<DurabilityChoice>,
+    /// Sync period for --durability periodic [default: 10].
+    #[arg(long, env = "MNEME_SYNC_INTERVAL_MS")]
+    sync_interval_ms: Option<u64>,
+    /// Per-request deadline in milliseconds [default: 30000].
+    #[arg(long, env = "MNEME_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    embedder: Option<EmbedderChoice>,
+    model_dir: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    keys_file: Option<PathBuf>,
+    insecure: Option<bool>,
+    durability: Option<DurabilityChoice>,
+    sync_interval_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct Connection {
+    /// Server address.
+    #[arg(long, env = "MNEME_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// API key (sent as `authorization: Bearer`).
+    #[arg(long, env = "MNEME_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Agent id.
+    #[arg(long)]
+    agent: String,
+}
+
+#[derive(Debug, Args)]
+struct RememberArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// episodic, semantic or procedural.
+    #[arg(long = "type", default_value = "semantic")]
+    memory_type: String,
+    /// Session (empty: agent-wide).
+    #[arg(long, default_value = "")]
+    session: String,
+    /// Seconds until it expires (0: never).
+    #[arg(long, default_value_t = 0)]
+    ttl: u64,
+    /// Importance in [0, 1].
+    #[arg(long)]
+    importance: Option<f32>,
+    /// Never decays.
+    #[arg(long)]
+    pinned: bool,
+    /// The memory's text.
+    content: String,
+}
+
+#[derive(Debug, Args)]
+struct RecallArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Results.
+    #[arg(long, default_value_t = 5)]
+    top_k: u32,
+    /// Session scope.
+    #[arg(long, default_value = "")]
+    session: String,
+    /// The query text.
+    query: String,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The export file.
+    file: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Keys {
+            command: KeysCommand::Hash { key },
+        } => {
+            println!("{}", mneme_server::hash_key(&key));
+            Ok(())
+        }
+        Command::Remember(args) => runtime.block_on(remember(args)),
+        Command::Recall(args) => runtime.block_on(recall(args)),
+        Command::Stats(args) => runtime.block_on(stats(args)),
+        Command::Export(args) => runtime.block_on(export(args)),
+        Command::Import(args) => runtime.block_on(import(args)),
+    }
+}
+
+fn embedders(choice: EmbedderChoice, model_dir: Option<&PathBuf>) -> Result<Embedders> {
+    let hash: Arc<dyn Embedder> = Arc::new(HashEmbedder::new());
+    let static_model: Option<Arc<dyn Embedder>> = match model_dir {
+        Some(dir) => Some(Arc::new(
+            StaticEmbedder::from_dir(dir)
+                .map_err(anyhow::Error::msg)
+                .context("loading --model-dir")?,
+        )),
+        None => match StaticEmbedder::builtin() {
+            Some(model) => Some(Arc::new(
+                model
+                    .map_err(anyhow::Error::msg)
+                    .context("loading the built-in model")?,
+            )),
+            None => None,
+        },
+    };
+    Ok(match (choice, static_model) {
+        (EmbedderChoice::Static, Some(model)) => Embedders::new(model).with(hash),
+        (EmbedderChoice::Static, None) => {
+            bail!("no static model: pass --model-dir (this build has no built-in model)")
+        }
+        (EmbedderChoice::Hash, Some(model)) => Embedders::new(hash).with(model),
+        (EmbedderChoice::Hash, None) => Embedders::new(hash),
+    })
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(path) => toml::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?,
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./mneme-data"));
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    let embedder = args
+        .embedder
+        .or(file.embedder)
+        .unwrap_or(EmbedderChoice::Static);
+    let model_dir = args.model_dir.or(file.model_dir);
+    let durability = match args
+        .durability
+        .or(file.durability)
+        .unwrap_or(DurabilityChoice::EveryCommit)
+    {
+        DurabilityChoice::EveryCommit => Durability::EveryCommit,
+        DurabilityChoice::Periodic => Durability::Periodic {
+            interval_ms: args
+                .sync_interval_ms
+                .or(file.sync_interval_ms)
+                .unwrap_or(10),
+        },
+    };
+    let keys_file = args.keys_file.or(file.keys_file);
+    let auth = match &keys_file {
+        Some(path) => mneme_server::Auth::from_file(path).map_err(anyhow::Error::msg)?,
+        None => mneme_server::Auth::open(),
+    };
+    let mut server = mneme_server::ServerConfig::new(listen);
+    server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    server.auth = auth;
+    server.insecure = args.insecure || file.insecure.unwrap_or(false);
+    if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
+        server.request_timeout = std::time::Duration::from_millis(ms);
+    }
+    let config = EngineConfig {
+        storage: StorageOptions {
+            durability,
+            ..StorageOptions::default()
+        },
+        embedders: embedders(embedder, model_dir.as_ref())?,
+        ..EngineConfig::default()
+    };
+    let default_embedder = config.embedders.default_embedder().id().to_owned();
+    let dir = data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, config))
+        .await?
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    tracing::info!(data_dir = %data_dir.display(), embedder = default_embedder, ?durability, "engine open");
+    mneme_server::run(engine, server, shutdown_signal(), |bound| {
+        println!("mneme listening on {}", bound.grpc);
+        if let Some(m) = bound.metrics {
+            println!("mneme metrics on http://{m}/metrics");
+        }
+        tracing::info!(grpc = %bound.grpc, "serving");
+    })
+    .await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: draining in-flight calls");
+}
+
+fn with_key<T>(conn: &Connection, message: T) -> Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = &conn.key {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}")
+                .parse()
+                .context("the API key is not valid header text")?,
+        );
+    }
+    Ok(request)
+}
+
+async fn channel(conn: &Connection) -> Result<Channel> {
+    Channel::from_shared(conn.server.clone())
+        .context("--server must be a URL such as http://127.0.0.1:50051")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", conn.server))
+}
+
+fn parse_type(name: &str) -> Result<pb::MemoryType> {
+    Ok(match name {
+        "episodic" => pb::MemoryType::Episodic,
+        "semantic" => pb::MemoryType::Semantic,
+        "procedural" => pb::MemoryType::Procedural,
+        other => bail!("--type must be episodic, semantic or procedural, not {other:?}"),
+    })
+}
+
+async fn remember(args: RememberArgs) -> Result<()> {
+    let conn = &args.agent.conn;
+    let mut client = pb::memory_service_client::MemoryServiceClient::new(channel(conn).await?);
+    let request = pb::RememberRequest {
+        agent_id: args.agent.agent.clone(),
+        content: args.content,
+        memory_type: parse_type(&args.memory_type)? as i32,
+        session_id: args.session,
+        ttl_seconds: args.ttl,
+        pinned: args.pinned,
+        importance: args.importance.unwrap_or(0.0),
+        ..Default::default()
+    };
+    let out = client
+        .remember(with_key(conn, request)?)
+        .await?
+        .into_inner();
+    let memory = out.memory.unwrap_or_default();
+    println!(
+        "{}{}",
+        memory.id,
+        if out.deduplicated {
+            " (deduplicated: reinforced an existing memory)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+async fn recall(args: RecallArgs) -> Result<()> {
+    let conn = &args.agent.conn;
+    let mut client = pb::memory_service_client::MemoryServiceClient::new(channel(conn).await?);
+    let request = pb::RecallRequest {
+        agent_id: args.agent.agent.clone(),
+        query: args.query,
+        top_k: args.top_k,
+        session_id: args.session,
+        ..Default::default()
+    };
+    let out = client.recall(with_key(conn, request)?).await?.into_inner();
+    if out.memories.is_empty() {
+        println!("(no memories)");
+    }
+    for hit in out.memories {
+        let m = hit.memory.unwrap_or_default();
+        let s = hit.scores.unwrap_or_default();
+        println!(
+            "{:.2}  {}  [id {}; similarity {:.3}, recency {:.2}, frequency {:.2}, importance {:.2}, type weight {:.2}]",
+            hit.confidence,
+            m.content,
+            m.id,
+            hit.similarity,
+            s.recency,
+            s.frequency,
+            s.importance,
+            s.type_weight
+        );
+    }
+    Ok(())
+}
+
+async fn stats(args: AgentArgs) -> Result<()> {
+    let mut client =
+        pb::memory_service_client::MemoryServiceClient::new(channel(&args.conn).await?);
+    let request = pb::StatsRequest {
+        agent_id: args.agent.clone(),
+    };
+    let s = client
+        .stats(with_key(&args.conn, request)?)
+        .await?
+        .into_inner();
+    println!("agent:          {}", s.agent_id);
+    println!("memories:       {}", s.total_memories);
+    for (t, n) in &s.by_type {
+        println!("  {t:<13} {n}");
+    }
+    println!("sessions:       {}", s.by_session.len());
+    println!("embedder:       {} ({} dims)", s.embedder, s.dimensions);
+    println!("agent bytes:    {}", s.agent_bytes);
+    println!("store on disk:  {} bytes", s.bytes_on_disk);
+    println!("index lag:      {}", s.index_lag);
+    Ok(())
+}
+
+async fn export(args: ExportArgs) -> Result<()> {
+    use std::io::Write;
+    let conn = &args.agent.conn;
+    let mut client = pb::admin_service_client::AdminServiceClient::new(channel(conn).await?);
+    let request = pb::ExportRequest {
+        agent_id: args.agent.agent.clone(),
+    };
+    let mut stream = client.export(with_key(conn, request)?).await?.into_inner();
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    while let Some(chunk) = stream.message().await? {
+        out.write_all(&chunk.data)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn import(args: ImportArgs) -> Result<()> {
+    use std::io::Read;
+    let conn = &args.agent.conn;
+    let mut client = pb::admin_service_client::AdminServiceClient::new(channel(conn).await?);
+    let mut file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportChunk>(4);
+    let agent = args.agent.agent.clone();
+    let progress = bar.clone();
+    let reader = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut first = true;
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = file.read(&mut buf)?;
+            if n == 0 && !first {
+                return Ok(());
+            }
+            buf.truncate(n);
+            let chunk = pb::ImportChunk {
+                agent_id: if first { agent.clone() } else { String::new() },
+                data: buf,
+            };
+            first = false;
+            progress.inc(n as u64);
+            if tx.blocking_send(chunk).is_err() || n == 0 {
+                return Ok(());
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let out = client.import(with_key(conn, stream)?).await?.into_inner();
+    reader.await??;
+    bar.finish();
+    println!(
+        "imported {} memories into {}",
+        out.imported, args.agent.agent
+    );
+    Ok(())
+}
