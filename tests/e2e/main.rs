@@ -1,0 +1,11 @@
+//! End-to-end tests: each starts the real `mneme` binary on 127.0.0.1 (a free port) and
+//! talks real gRPC to it.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod auth;
+mod bad_input;
+mod crash;
+mod harness;
+mod isolation;
+mod rpc;
