@@ -103,6 +103,12 @@ struct ServeArgs {
     /// Per-request deadline in milliseconds [default: 30000].
     #[arg(long, env = "MNEME_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
+    /// TLS certificate chain (PEM); serve TLS with --tls-key.
+    #[arg(long, env = "MNEME_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "MNEME_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -118,6 +124,8 @@ struct FileConfig {
     durability: Option<DurabilityChoice>,
     sync_interval_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +136,9 @@ struct Connection {
     /// API key (sent as `authorization: Bearer`).
     #[arg(long, env = "MNEME_API_KEY", hide_env_values = true)]
     key: Option<String>,
+    /// CA certificate (PEM) to verify a TLS server (use an https:// --server).
+    #[arg(long, env = "MNEME_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +307,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
         server.request_timeout = std::time::Duration::from_millis(ms);
     }
+    match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            server.tls = Some(mneme_server::TlsPem {
+                cert: read(&cert)?,
+                key: read(&key)?,
+            });
+        }
+        (None, None) => {}
+        _ => bail!("TLS needs both tls_cert and tls_key"),
+    }
     let config = EngineConfig {
         storage: StorageOptions {
             durability,
@@ -358,11 +384,34 @@ fn with_key<T>(conn: &Connection, message: T) -> Result<tonic::Request<T>> {
 }
 
 async fn channel(conn: &Connection) -> Result<Channel> {
-    Channel::from_shared(conn.server.clone())
-        .context("--server must be a URL such as http://127.0.0.1:50051")?
+    let mut endpoint = Channel::from_shared(conn.server.clone())
+        .context("--server must be a URL such as http://127.0.0.1:50051")?;
+    if let Some(ca) = &conn.tls_ca {
+        endpoint = client_tls(endpoint, ca)?;
+    }
+    endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {}", conn.server))
+}
+
+#[cfg(feature = "tls")]
+fn client_tls(
+    endpoint: tonic::transport::Endpoint,
+    ca: &std::path::Path,
+) -> Result<tonic::transport::Endpoint> {
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    endpoint.tls_config(tls).context("TLS configuration")
+}
+
+#[cfg(not(feature = "tls"))]
+fn client_tls(
+    _: tonic::transport::Endpoint,
+    _: &std::path::Path,
+) -> Result<tonic::transport::Endpoint> {
+    bail!("this build has no TLS support (cargo feature `tls`)")
 }
 
 fn parse_type(name: &str) -> Result<pb::MemoryType> {

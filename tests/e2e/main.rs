@@ -9,3 +9,4 @@ mod crash;
 mod harness;
 mod isolation;
 mod rpc;
+mod tls;

@@ -169,6 +169,35 @@ impl MemoryState {
     }
 }
 
+/// Text compared for deduplication: lower-cased words, punctuation and spacing ignored.
+/// Vectors alone cannot decide: "the door code is 1234" and "… 4321" embed almost
+/// identically but are different facts, and merging them would lose the newer one.
+pub(crate) fn normalized_text(content: &str) -> String {
+    content
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// In-memory hash of normalised text (never stored, so the std hasher is fine).
+pub(crate) fn text_hash(normalized: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    normalized.hash(&mut h);
+    h.finish()
+}
+
+/// What a visibility check needs, in a dense table indexed by key: filtering a scan costs
+/// an array read per vector, not a hash lookup.
+#[derive(Debug, Clone, Copy)]
+struct KeyMeta {
+    session: u32,
+    memory_type: MemoryType,
+    expires_at_ms: i64,
+}
+
 /// An agent's memories and the maps that make scoped reads cheap.
 #[derive(Debug)]
 pub(crate) struct AgentState {
@@ -181,6 +210,10 @@ pub(crate) struct AgentState {
     /// Session → keys; agent-wide memories under "".
     pub(crate) sessions: HashMap<String, HashSet<u64>>,
     next_key: u64,
+    meta: Vec<Option<KeyMeta>>,
+    session_numbers: HashMap<String, u32>,
+    /// Hash of normalised text → keys, for deduplication.
+    by_text: HashMap<u64, Vec<u64>>,
 }
 
 impl AgentState {
@@ -192,6 +225,94 @@ impl AgentState {
             ids: BTreeMap::new(),
             sessions: HashMap::new(),
             next_key: 0,
+            meta: Vec::new(),
+            session_numbers: HashMap::new(),
+            by_text: HashMap::new(),
+        }
+    }
+
+    fn session_number(&mut self, session: &str) -> u32 {
+        let next = self.session_numbers.len() as u32;
+        *self
+            .session_numbers
+            .entry(session.to_owned())
+            .or_insert(next)
+    }
+
+    fn index_memory(&mut self, key: u64, m: &MemoryState) {
+        let session = self.session_number(&m.record.session_id);
+        let slot = key as usize;
+        if self.meta.len() <= slot {
+            self.meta.resize(slot + 1, None);
+        }
+        self.meta[slot] = Some(KeyMeta {
+            session,
+            memory_type: m.memory_type,
+            expires_at_ms: m.record.expires_at_ms,
+        });
+        self.by_text
+            .entry(text_hash(&normalized_text(&m.record.content)))
+            .or_default()
+            .push(key);
+    }
+
+    fn unindex_memory(&mut self, key: u64, m: &MemoryState) {
+        if let Some(slot) = self.meta.get_mut(key as usize) {
+            *slot = None;
+        }
+        let h = text_hash(&normalized_text(&m.record.content));
+        if let Some(keys) = self.by_text.get_mut(&h) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_text.remove(&h);
+            }
+        }
+    }
+
+    /// Keys whose normalised text hashes like `normalized` (callers compare the text).
+    pub(crate) fn same_text_keys(&self, normalized: &str) -> &[u64] {
+        self.by_text
+            .get(&text_hash(normalized))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// A predicate over index keys: true for memories `scope` may see at `now_ms`.
+    pub(crate) fn scope_filter<'a>(
+        &'a self,
+        scope: &'a Scope,
+        now_ms: i64,
+    ) -> impl Fn(u64) -> bool + Sync + 'a {
+        let own = (!scope.session_id.is_empty())
+            .then(|| self.session_numbers.get(&scope.session_id).copied());
+        let wide = self.session_numbers.get("").copied();
+        let type_mask = scope
+            .memory_types
+            .iter()
+            .fold(0u8, |mask, t| mask | (1 << type_to_wire(*t)));
+        move |key: u64| {
+            let Some(Some(m)) = self.meta.get(key as usize) else {
+                return false;
+            };
+            if m.expires_at_ms != 0 && m.expires_at_ms <= now_ms {
+                return false;
+            }
+            if let Some(own) = own {
+                let mine = own == Some(m.session);
+                let agent_wide = !scope.session_only && wide == Some(m.session);
+                if !mine && !agent_wide {
+                    return false;
+                }
+            }
+            if type_mask != 0 && type_mask & (1 << type_to_wire(m.memory_type)) == 0 {
+                return false;
+            }
+            scope.metadata.is_empty()
+                || self.memories.get(&key).is_some_and(|mem| {
+                    scope
+                        .metadata
+                        .iter()
+                        .all(|(k, v)| mem.record.metadata.get(k) == Some(v))
+                })
         }
     }
 
@@ -200,9 +321,9 @@ impl AgentState {
         let key = match self.ids.get(&memory.id) {
             Some(key) => {
                 let key = *key;
-                if let Some(old) = self.memories.get(&key) {
-                    let old_session = old.record.session_id.clone();
-                    self.unlink_session(&old_session, key);
+                if let Some(old) = self.memories.remove(&key) {
+                    self.unlink_session(&old.record.session_id, key);
+                    self.unindex_memory(key, &old);
                 }
                 key
             }
@@ -217,6 +338,7 @@ impl AgentState {
             .entry(memory.record.session_id.clone())
             .or_default()
             .insert(key);
+        self.index_memory(key, &memory);
         self.memories.insert(key, memory);
         key
     }
@@ -234,8 +356,8 @@ impl AgentState {
     pub(crate) fn remove(&mut self, key: u64) -> Option<MemoryState> {
         let memory = self.memories.remove(&key)?;
         self.ids.remove(&memory.id);
-        let session = memory.record.session_id.clone();
-        self.unlink_session(&session, key);
+        self.unlink_session(&memory.record.session_id, key);
+        self.unindex_memory(key, &memory);
         Some(memory)
     }
 
@@ -244,6 +366,8 @@ impl AgentState {
         self.memories.clear();
         self.ids.clear();
         self.sessions.clear();
+        self.meta.clear();
+        self.by_text.clear();
     }
 
     pub(crate) fn key_of(&self, id: &str) -> Option<u64> {

@@ -108,12 +108,7 @@ impl Inner {
         let state = agent.state.read();
         let index = agent.index.read();
         let scope = &q.scope;
-        let visible = |key: u64| {
-            state
-                .memories
-                .get(&key)
-                .is_some_and(|m| m.visible(scope, now))
-        };
+        let visible = state.scope_filter(scope, now);
         let session_keys: Vec<u64>;
         let filter = if scope.session_only {
             session_keys = state

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mneme_index::{Filter, distance::normalize};
+use mneme_index::distance::normalize;
 use mneme_scoring::{MemoryType, ScoringParams};
 use mneme_storage::WriteBatch;
 
-use crate::agent::{Agent, AgentConfig, MemoryState, type_to_wire};
+use crate::agent::{Agent, AgentConfig, MemoryState, normalized_text, type_to_wire};
 use crate::codec::{self, AccessRecord, MemoryRecord, RecordKind};
 use crate::embed::CLIENT_EMBEDDER_ID;
 use crate::engine::{Engine, Inner};
@@ -461,6 +461,9 @@ fn plan_items(
     let index = agent.index.read();
     let threshold = inner.config.dedup_cosine_min;
     let mut plans: Vec<Plan> = Vec::with_capacity(items.len());
+    // Earlier new items of this batch by normalised text, for in-batch duplicates.
+    let mut batch_texts: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
     for (i, (item, v)) in items.iter().zip(vectors).enumerate() {
         let memory_type = item.memory_type.unwrap_or(MemoryType::Semantic);
         let text = normalized_text(&item.content);
@@ -469,48 +472,29 @@ fn plan_items(
                 && m.memory_type == memory_type
                 && !m.expired(now)
         };
-        let same_text = |m: &MemoryState| normalized_text(&m.record.content) == text;
-        let accept = |key: u64| state.memories.get(&key).is_some_and(same_place);
-        let estimate = state.sessions.get(&item.session_id).map_or(0, |s| s.len());
-        let filter = Filter::Predicate {
-            accept: &accept,
-            estimated_matches: estimate,
-        };
-        let existing = index
-            .search(&v, 1, filter)
-            .ok()
-            .and_then(|hits| hits.first().copied())
-            .filter(|hit| hit.score >= threshold && same_text(&state.memories[&hit.key]));
-        let earlier = plans.iter().enumerate().find_map(|(j, p)| match p {
-            Plan::New(m, w)
-                if same_place(m)
-                    && same_text(m)
-                    && mneme_index::distance::dot(w, &v) >= threshold =>
-            {
-                Some(j)
-            }
-            _ => None,
+        let close = |w: &[f32]| mneme_index::distance::dot(w, &v) >= threshold;
+        let existing = state.same_text_keys(&text).iter().copied().find(|key| {
+            let m = &state.memories[key];
+            same_place(m)
+                && normalized_text(&m.record.content) == text
+                && index.get(*key).is_some_and(close)
+        });
+        let earlier = batch_texts.get(&text).and_then(|js| {
+            js.iter()
+                .copied()
+                .find(|j| matches!(&plans[*j], Plan::New(m, w) if same_place(m) && close(w)))
         });
         let plan = match (existing, earlier) {
-            (Some(hit), _) => Plan::Existing(hit.key),
+            (Some(key), _) => Plan::Existing(key),
             (None, Some(j)) => Plan::EarlierInBatch(j),
-            (None, None) => Plan::New(new_memory(item, memory_type, now, i), v),
+            (None, None) => {
+                batch_texts.entry(text).or_default().push(i);
+                Plan::New(new_memory(item, memory_type, now, i), v)
+            }
         };
         plans.push(plan);
     }
     plans
-}
-
-/// Text compared for deduplication: lower-cased words, punctuation and spacing ignored.
-/// Vectors alone cannot decide: "the door code is 1234" and "… 4321" embed almost
-/// identically but are different facts, and merging them would lose the newer one.
-fn normalized_text(content: &str) -> String {
-    content
-        .to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn new_memory(

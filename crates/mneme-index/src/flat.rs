@@ -16,7 +16,7 @@ pub const RESCORE_FACTOR: usize = 4;
 /// Candidates kept from the int8 pass, at least.
 pub const RESCORE_MIN: usize = 64;
 /// Below this many vectors the f32 scan is used directly.
-pub const INT8_MIN_VECTORS: usize = 2_048;
+pub const INT8_MIN_VECTORS: usize = 512;
 
 /// Vectors stored densely by slot, with a key → slot map. Removal moves the last slot into
 /// the hole, so the storage stays contiguous.

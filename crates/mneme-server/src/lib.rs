@@ -61,6 +61,23 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Concurrent engine calls.
     pub concurrency: usize,
+    /// TLS certificate chain and private key (PEM); plaintext when `None`.
+    pub tls: Option<TlsPem>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone)]
+pub struct TlsPem {
+    /// Certificate chain.
+    pub cert: Vec<u8>,
+    /// Private key.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsPem { .. }")
+    }
 }
 
 impl ServerConfig {
@@ -73,6 +90,7 @@ impl ServerConfig {
             insecure: false,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             concurrency: CONCURRENT_REQUESTS_MAX,
+            tls: None,
         }
     }
 }
@@ -193,7 +211,11 @@ pub async fn run(
         let _ = stop_tx.send(());
     });
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = with_tls(builder, tls)?;
+    }
+    let serve = builder
         .timeout(config.request_timeout)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -223,6 +245,27 @@ pub async fn run(
             .map_err(|e| ServerError::Config(format!("flushing the engine: {e}")))??,
     }
     Ok(())
+}
+
+#[cfg(feature = "tls")]
+fn with_tls(
+    builder: tonic::transport::Server,
+    tls: &TlsPem,
+) -> Result<tonic::transport::Server, ServerError> {
+    let identity = tonic::transport::Identity::from_pem(&tls.cert, &tls.key);
+    builder
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .map_err(|e| ServerError::Config(format!("TLS configuration: {e}")))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _: tonic::transport::Server,
+    _: &TlsPem,
+) -> Result<tonic::transport::Server, ServerError> {
+    Err(ServerError::Config(
+        "this build has no TLS support (cargo feature `tls`)".into(),
+    ))
 }
 
 async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
