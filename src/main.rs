@@ -56,6 +56,8 @@ enum EmbedderChoice {
     Static,
     /// The lexical hash embedder (no model at all).
     Hash,
+    /// all-MiniLM-L6-v2 on CPU (needs --model-dir and the `minilm` build feature).
+    Minilm,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
@@ -82,9 +84,13 @@ struct ServeArgs {
     /// Default embedder for new agents [default: static].
     #[arg(long, env = "MNEME_EMBEDDER", value_enum)]
     embedder: Option<EmbedderChoice>,
-    /// Directory of a model2vec model (config.json, tokenizer.json, model.safetensors).
+    /// Model directory (config.json, tokenizer.json, model.safetensors): a model2vec model
+    /// for --embedder static, all-MiniLM-L6-v2 for --embedder minilm.
     #[arg(long, env = "MNEME_MODEL_DIR")]
     model_dir: Option<PathBuf>,
+    /// Threads for --embedder minilm inference [default: all cores].
+    #[arg(long, env = "MNEME_EMBED_THREADS")]
+    embed_threads: Option<usize>,
     /// Prometheus metrics address (HTTP GET /metrics).
     #[arg(long, env = "MNEME_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -118,6 +124,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     embedder: Option<EmbedderChoice>,
     model_dir: Option<PathBuf>,
+    embed_threads: Option<usize>,
     metrics_listen: Option<SocketAddr>,
     keys_file: Option<PathBuf>,
     insecure: Option<bool>,
@@ -233,31 +240,62 @@ fn main() -> Result<()> {
     }
 }
 
-fn embedders(choice: EmbedderChoice, model_dir: Option<&PathBuf>) -> Result<Embedders> {
+fn embedders(
+    choice: EmbedderChoice,
+    model_dir: Option<&PathBuf>,
+    threads: usize,
+) -> Result<Embedders> {
     let hash: Arc<dyn Embedder> = Arc::new(HashEmbedder::new());
-    let static_model: Option<Arc<dyn Embedder>> = match model_dir {
-        Some(dir) => Some(Arc::new(
-            StaticEmbedder::from_dir(dir)
-                .map_err(anyhow::Error::msg)
-                .context("loading --model-dir")?,
-        )),
-        None => match StaticEmbedder::builtin() {
-            Some(model) => Some(Arc::new(
+    let builtin = || -> Result<Option<Arc<dyn Embedder>>> {
+        match StaticEmbedder::builtin() {
+            Some(model) => Ok(Some(Arc::new(
                 model
                     .map_err(anyhow::Error::msg)
                     .context("loading the built-in model")?,
-            )),
-            None => None,
-        },
-    };
-    Ok(match (choice, static_model) {
-        (EmbedderChoice::Static, Some(model)) => Embedders::new(model).with(hash),
-        (EmbedderChoice::Static, None) => {
-            bail!("no static model: pass --model-dir (this build has no built-in model)")
+            ))),
+            None => Ok(None),
         }
-        (EmbedderChoice::Hash, Some(model)) => Embedders::new(hash).with(model),
-        (EmbedderChoice::Hash, None) => Embedders::new(hash),
-    })
+    };
+    let (default, others): (Arc<dyn Embedder>, Vec<Arc<dyn Embedder>>) = match choice {
+        EmbedderChoice::Minilm => {
+            let dir = model_dir
+                .context("--embedder minilm needs --model-dir (see scripts/fetch-minilm.sh)")?;
+            (
+                load_minilm(dir, threads)?,
+                [Some(hash), builtin()?].into_iter().flatten().collect(),
+            )
+        }
+        EmbedderChoice::Static => {
+            let model: Arc<dyn Embedder> = match model_dir {
+                Some(dir) => Arc::new(
+                    StaticEmbedder::from_dir(dir)
+                        .map_err(anyhow::Error::msg)
+                        .context("loading --model-dir")?,
+                ),
+                None => builtin()?.context(
+                    "no static model: pass --model-dir (this build has no built-in model)",
+                )?,
+            };
+            (model, vec![hash])
+        }
+        EmbedderChoice::Hash => (hash, builtin()?.into_iter().collect()),
+    };
+    Ok(others
+        .into_iter()
+        .fold(Embedders::new(default), Embedders::with))
+}
+
+#[cfg(feature = "minilm")]
+fn load_minilm(dir: &std::path::Path, threads: usize) -> Result<Arc<dyn Embedder>> {
+    let model = mneme_engine::embed::MiniLmEmbedder::from_dir(dir, threads)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("loading all-MiniLM-L6-v2 from {}", dir.display()))?;
+    Ok(Arc::new(model))
+}
+
+#[cfg(not(feature = "minilm"))]
+fn load_minilm(_: &std::path::Path, _: usize) -> Result<Arc<dyn Embedder>> {
+    bail!("this build has no MiniLM support: rebuild with `--features minilm`")
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -327,7 +365,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             durability,
             ..StorageOptions::default()
         },
-        embedders: embedders(embedder, model_dir.as_ref())?,
+        embedders: embedders(
+            embedder,
+            model_dir.as_ref(),
+            args.embed_threads.or(file.embed_threads).unwrap_or(0),
+        )?,
         ..EngineConfig::default()
     };
     let default_embedder = config.embedders.default_embedder().id().to_owned();

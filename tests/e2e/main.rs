@@ -8,5 +8,7 @@ mod bad_input;
 mod crash;
 mod harness;
 mod isolation;
+#[cfg(feature = "minilm")]
+mod minilm;
 mod rpc;
 mod tls;

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use mneme_scoring::Calibration;
 
 mod hash;
+#[cfg(feature = "minilm")]
+mod minilm;
 pub mod static_model;
 mod wordpiece;
 
 pub use hash::{HASH_DIM, HashEmbedder};
+#[cfg(feature = "minilm")]
+pub use minilm::{MINILM_BATCH_MAX, MINILM_TOKENS_MAX, MiniLmEmbedder};
 pub use static_model::StaticEmbedder;
 
 /// Id stored for agents whose vectors come from the client.

@@ -76,6 +76,11 @@ impl WordPiece {
         self.unk_id
     }
 
+    /// Id of a token, if in the vocabulary.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.vocab.get(token).copied()
+    }
+
     /// Number of entries in the vocabulary.
     pub fn vocab_len(&self) -> usize {
         self.vocab.len()

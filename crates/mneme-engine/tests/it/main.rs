@@ -4,6 +4,8 @@
 
 mod basics;
 mod isolation;
+#[cfg(feature = "minilm")]
+mod minilm;
 mod model;
 mod transfer;
 mod ttl_dedup;
