@@ -48,30 +48,46 @@ impl Calibration {
     }
 }
 
-/// Fits a calibration to labelled `(cosine, relevant)` pairs by logistic regression
-/// (gradient descent on the log-loss; deterministic). Returns `None` unless both labels occur.
+/// Fits a calibration to labelled `(cosine, relevant)` pairs: logistic regression by
+/// Newton's method (deterministic), with the two classes weighted equally — a reference set
+/// has far more unrelated pairs than relevant ones, and the curve should say "relevant or
+/// not", not "how common is relevance". A small L2 penalty on the slope keeps separable sets
+/// finite. Returns `None` unless both labels occur.
 pub fn fit_calibration(pairs: &[(f32, bool)]) -> Option<Calibration> {
-    let has_pos = pairs.iter().any(|p| p.1);
-    let has_neg = pairs.iter().any(|p| !p.1);
-    if !has_pos || !has_neg {
+    let n_pos = pairs.iter().filter(|p| p.1).count();
+    let n_neg = pairs.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
         return None;
     }
-    // Parametrise as sigmoid(a * x + b); slope = a, center = -b / a.
+    let (w_pos, w_neg) = (0.5 / n_pos as f64, 0.5 / n_neg as f64);
+    // Model: P(relevant) = sigmoid(a·x + b); slope = a, center = −b / a.
     let (mut a, mut b) = (1.0f64, 0.0f64);
-    let n = pairs.len() as f64;
-    // Small L2 penalty on `a` keeps separable sets from driving the slope to infinity.
-    let l2 = 1e-3;
-    for _ in 0..20_000 {
-        let (mut ga, mut gb) = (0.0, 0.0);
+    let l2 = 1e-4;
+    for _ in 0..100 {
+        let (mut ga, mut gb) = (l2 * a, 0.0);
+        let (mut haa, mut hab, mut hbb) = (l2, 0.0, 0.0);
         for &(x, y) in pairs {
             let x = f64::from(x);
+            let w = if y { w_pos } else { w_neg };
             let p = 1.0 / (1.0 + (-(a * x + b)).exp());
             let err = p - if y { 1.0 } else { 0.0 };
-            ga += err * x;
-            gb += err;
+            ga += w * err * x;
+            gb += w * err;
+            let s = w * p * (1.0 - p);
+            haa += s * x * x;
+            hab += s * x;
+            hbb += s;
         }
-        a -= 2.0 * (ga / n + l2 * a);
-        b -= 2.0 * (gb / n);
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-18 {
+            break;
+        }
+        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        a -= da;
+        b -= db;
+        if da.abs() < 1e-9 && db.abs() < 1e-9 {
+            break;
+        }
     }
     if !(a > 0.0 && a.is_finite() && b.is_finite()) {
         return None;
