@@ -58,6 +58,9 @@ enum EmbedderChoice {
     Hash,
     /// all-MiniLM-L6-v2 on CPU (needs --model-dir and the `minilm` build feature).
     Minilm,
+    /// An OpenAI-compatible /v1/embeddings endpoint (needs --openai-url, --openai-model and
+    /// the `openai` build feature).
+    Openai,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
@@ -91,6 +94,15 @@ struct ServeArgs {
     /// Threads for --embedder minilm inference [default: all cores].
     #[arg(long, env = "MNEME_EMBED_THREADS")]
     embed_threads: Option<usize>,
+    /// Base URL of an OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
+    #[arg(long, env = "MNEME_OPENAI_URL")]
+    openai_url: Option<String>,
+    /// Embedding model name for --embedder openai.
+    #[arg(long, env = "MNEME_OPENAI_MODEL")]
+    openai_model: Option<String>,
+    /// Environment variable holding the API key ("" for none) [default: OPENAI_API_KEY].
+    #[arg(long, env = "MNEME_OPENAI_KEY_ENV")]
+    openai_key_env: Option<String>,
     /// Prometheus metrics address (HTTP GET /metrics).
     #[arg(long, env = "MNEME_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -125,6 +137,9 @@ struct FileConfig {
     embedder: Option<EmbedderChoice>,
     model_dir: Option<PathBuf>,
     embed_threads: Option<usize>,
+    openai_url: Option<String>,
+    openai_model: Option<String>,
+    openai_key_env: Option<String>,
     metrics_listen: Option<SocketAddr>,
     keys_file: Option<PathBuf>,
     insecure: Option<bool>,
@@ -240,10 +255,23 @@ fn main() -> Result<()> {
     }
 }
 
+/// Where `--embedder openai` sends requests.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(
+    not(feature = "openai"),
+    allow(dead_code, reason = "read only with the openai feature")
+)]
+struct OpenAiArgs {
+    url: Option<String>,
+    model: Option<String>,
+    key_env: Option<String>,
+}
+
 fn embedders(
     choice: EmbedderChoice,
     model_dir: Option<&PathBuf>,
     threads: usize,
+    openai: OpenAiArgs,
 ) -> Result<Embedders> {
     let hash: Arc<dyn Embedder> = Arc::new(HashEmbedder::new());
     let builtin = || -> Result<Option<Arc<dyn Embedder>>> {
@@ -279,10 +307,33 @@ fn embedders(
             (model, vec![hash])
         }
         EmbedderChoice::Hash => (hash, builtin()?.into_iter().collect()),
+        EmbedderChoice::Openai => (
+            load_openai(openai)?,
+            [Some(hash), builtin()?].into_iter().flatten().collect(),
+        ),
     };
     Ok(others
         .into_iter()
         .fold(Embedders::new(default), Embedders::with))
+}
+
+#[cfg(feature = "openai")]
+fn load_openai(args: OpenAiArgs) -> Result<Arc<dyn Embedder>> {
+    let url = args.url.context("--embedder openai needs --openai-url")?;
+    let model = args
+        .model
+        .context("--embedder openai needs --openai-model")?;
+    let mut config = mneme_engine::embed::OpenAiConfig::new(url, model);
+    if let Some(var) = args.key_env {
+        config.api_key_env = (!var.is_empty()).then_some(var);
+    }
+    let embedder = mneme_engine::embed::OpenAiEmbedder::new(config).map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(embedder))
+}
+
+#[cfg(not(feature = "openai"))]
+fn load_openai(_: OpenAiArgs) -> Result<Arc<dyn Embedder>> {
+    bail!("this build has no OpenAI support: rebuild with `--features openai`")
 }
 
 #[cfg(feature = "minilm")]
@@ -369,6 +420,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             embedder,
             model_dir.as_ref(),
             args.embed_threads.or(file.embed_threads).unwrap_or(0),
+            OpenAiArgs {
+                url: args.openai_url.or(file.openai_url),
+                model: args.openai_model.or(file.openai_model),
+                key_env: args.openai_key_env.or(file.openai_key_env),
+            },
         )?,
         ..EngineConfig::default()
     };

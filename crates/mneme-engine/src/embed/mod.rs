@@ -10,12 +10,16 @@ use mneme_scoring::Calibration;
 mod hash;
 #[cfg(feature = "minilm")]
 mod minilm;
+#[cfg(feature = "openai")]
+mod openai;
 pub mod static_model;
 mod wordpiece;
 
 pub use hash::{HASH_DIM, HashEmbedder};
 #[cfg(feature = "minilm")]
 pub use minilm::{MINILM_BATCH_MAX, MINILM_TOKENS_MAX, MiniLmEmbedder};
+#[cfg(feature = "openai")]
+pub use openai::{OpenAiConfig, OpenAiEmbedder};
 pub use static_model::StaticEmbedder;
 
 /// Id stored for agents whose vectors come from the client.

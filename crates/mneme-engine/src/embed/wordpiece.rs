@@ -77,6 +77,7 @@ impl WordPiece {
     }
 
     /// Id of a token, if in the vocabulary.
+    #[cfg(feature = "minilm")]
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.vocab.get(token).copied()
     }

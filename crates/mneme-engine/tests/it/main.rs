@@ -7,6 +7,8 @@ mod isolation;
 #[cfg(feature = "minilm")]
 mod minilm;
 mod model;
+#[cfg(feature = "openai")]
+mod openai;
 mod transfer;
 mod ttl_dedup;
 
