@@ -222,7 +222,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(memory)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stop_rx.await;
             let _ = drain_tx.send(());
         });
@@ -266,6 +266,22 @@ fn with_tls(
     Err(ServerError::Config(
         "this build has no TLS support (cargo feature `tls`)".into(),
     ))
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC frames must not wait for
+/// delayed ACKs (measured: 44 ms per unary call with it on).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn
+            && let Err(err) = stream.set_nodelay(true)
+        {
+            tracing::warn!(%err, "could not set TCP_NODELAY");
+        }
+        conn
+    })
 }
 
 async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
