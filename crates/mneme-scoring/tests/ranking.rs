@@ -70,9 +70,9 @@ fn canonical_example_ranks_the_relevant_fact_first_with_minilm_cosines() {
     let text = render(&cases, &Calibration::MINILM);
     assert_eq!(
         text,
-        "0.69 User prefers formal tone\n\
-         0.21 User is on the Pro plan\n\
-         0.05 Last deployment was on March 10\n"
+        "0.63 User prefers formal tone\n\
+         0.04 User is on the Pro plan\n\
+         0.00 Last deployment was on March 10\n"
     );
 }
 
@@ -95,9 +95,9 @@ fn an_old_relevant_fact_beats_a_fresh_irrelevant_event() {
     ];
     assert_eq!(
         render(&cases, &Calibration::MINILM),
-        "0.95 The API key lives in vault/prod\n\
+        "0.99 The API key lives in vault/prod\n\
          0.76 Run make release to cut a release\n\
-         0.15 Deployed build 4411 today\n"
+         0.02 Deployed build 4411 today\n"
     );
 }
 
@@ -119,8 +119,8 @@ fn recency_and_reinforcement_break_ties_between_equally_similar_memories() {
     ];
     assert_eq!(
         render(&cases, &Calibration::MINILM),
-        "0.73 Standup is at 9:30\n\
-         0.72 Never deploy on Fridays\n\
-         0.65 Standup moved to 10:00 last month\n"
+        "0.77 Standup is at 9:30\n\
+         0.75 Never deploy on Fridays\n\
+         0.64 Standup moved to 10:00 last month\n"
     );
 }
