@@ -75,6 +75,23 @@ impl Shared {
     }
 }
 
+/// The recall fields of a `RecallRequest` or `InjectContextRequest` (same names, two types).
+macro_rules! recall_fields {
+    ($r:ident) => {
+        RecallFields {
+            query: $r.query,
+            vector: $r.vector,
+            top_k: $r.top_k,
+            session_id: $r.session_id,
+            session_only: $r.session_only,
+            memory_types: $r.memory_types,
+            min_confidence: $r.min_confidence,
+            metadata: $r.metadata,
+            include_vectors: $r.include_vectors,
+        }
+    };
+}
+
 /// The memory service.
 #[derive(Debug, Clone)]
 pub struct MemoryApi(pub(crate) Shared);
@@ -132,17 +149,7 @@ impl MemoryService for MemoryApi {
             s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let agent = r.agent_id;
-            let query = convert::recall_query(RecallFields {
-                query: r.query,
-                vector: r.vector,
-                top_k: r.top_k,
-                session_id: r.session_id,
-                session_only: r.session_only,
-                memory_types: r.memory_types,
-                min_confidence: r.min_confidence,
-                metadata: r.metadata,
-                include_vectors: r.include_vectors,
-            })?;
+            let query = convert::recall_query(recall_fields!(r))?;
             let out = s.blocking(move |e| e.recall(&agent, &query)).await?;
             Ok(Response::new(pb::RecallResponse {
                 memories: out.into_iter().map(convert::recalled).collect(),
@@ -161,17 +168,7 @@ impl MemoryService for MemoryApi {
             let r = request.into_inner();
             let agent = r.agent_id;
             let max_tokens = u64::from(r.max_tokens);
-            let query = convert::recall_query(RecallFields {
-                query: r.query,
-                vector: r.vector,
-                top_k: r.top_k,
-                session_id: r.session_id,
-                session_only: r.session_only,
-                memory_types: r.memory_types,
-                min_confidence: r.min_confidence,
-                metadata: r.metadata,
-                include_vectors: r.include_vectors,
-            })?;
+            let query = convert::recall_query(recall_fields!(r))?;
             let out = s
                 .blocking(move |e| e.inject_context(&agent, &query, max_tokens))
                 .await?;
