@@ -397,6 +397,9 @@ pub(crate) struct Agent {
     pub(crate) write: Mutex<()>,
     pub(crate) state: RwLock<AgentState>,
     pub(crate) index: RwLock<VectorIndex>,
+    /// The graph changed since its last snapshot.
+    pub(crate) graph_dirty: std::sync::atomic::AtomicBool,
+    pub(crate) graph_saved_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Agent {
@@ -407,6 +410,8 @@ impl Agent {
             write: Mutex::new(()),
             state: RwLock::new(AgentState::new(config, persisted)),
             index: RwLock::new(VectorIndex::new(dim, index)),
+            graph_dirty: std::sync::atomic::AtomicBool::new(false),
+            graph_saved_at: Mutex::new(None),
         }
     }
 }

@@ -75,6 +75,8 @@ pub(crate) struct Touch {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) config: EngineConfig,
+    /// Where graph snapshots live (`None`: not snapshotted).
+    pub(crate) graphs_dir: Option<std::path::PathBuf>,
     pub(crate) agents: RwLock<HashMap<String, Arc<Agent>>>,
     pub(crate) touches: Mutex<Vec<Touch>>,
     closed: AtomicBool,
@@ -115,17 +117,33 @@ pub struct Engine {
 
 impl Engine {
     /// Opens (or creates) the engine's data directory and loads every agent.
+    /// Vector graphs are snapshotted under `dir/graphs` and restored from there.
     pub fn open(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self> {
-        let store = Store::open(dir, config.storage.clone())?;
-        Self::with_store(store, config)
+        let store = Store::open(dir.as_ref(), config.storage.clone())?;
+        Self::build(store, config, Some(dir.as_ref().join("graphs")))
     }
 
-    /// Opens over an already opened store (tests use a fault-injecting file system).
+    /// Opens over an already opened store (tests use a fault-injecting file system); graphs
+    /// are not snapshotted.
     pub fn with_store(store: Store, config: EngineConfig) -> Result<Self> {
+        Self::build(store, config, None)
+    }
+
+    fn build(
+        store: Store,
+        config: EngineConfig,
+        graphs_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self> {
         let agents = load_agents(&store, &config)?;
+        if let Some(root) = &graphs_dir {
+            for agent in agents.values() {
+                crate::graphs::restore(root, agent, config.index.hnsw);
+            }
+        }
         let inner = Arc::new(Inner {
             store,
             config,
+            graphs_dir,
             agents: RwLock::new(agents),
             touches: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -169,8 +187,16 @@ impl Engine {
     /// Grows every agent's vector graph until nothing is pending (tests and benchmarks).
     pub fn settle_indexes(&self) {
         for agent in self.inner.agents_snapshot() {
-            while maintain(&agent.index, usize::MAX) != Maintenance::Idle {}
+            while maintain(&agent.index, usize::MAX) != Maintenance::Idle {
+                agent.graph_dirty.store(true, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Snapshots every changed vector graph now (the worker does it at most once a minute
+    /// per agent, and `close` does it on the way out).
+    pub fn snapshot_indexes(&self) {
+        self.inner.save_graphs(true);
     }
 
     /// Why the store refuses writes, if it does.
@@ -198,6 +224,7 @@ impl Engine {
     /// Stops the worker, persists access counts and syncs everything.
     pub fn close(mut self) -> Result<()> {
         self.stop_worker();
+        self.inner.save_graphs(true);
         self.flush()
     }
 
@@ -327,8 +354,11 @@ fn background(inner: &Arc<Inner>) {
         let _ = inner.flush_touches();
         let budget = Instant::now() + Duration::from_millis(200);
         for agent in inner.agents_snapshot() {
-            while Instant::now() < budget && maintain(&agent.index, 1_024) != Maintenance::Idle {}
+            while Instant::now() < budget && maintain(&agent.index, 1_024) != Maintenance::Idle {
+                agent.graph_dirty.store(true, Ordering::Relaxed);
+            }
         }
+        inner.save_graphs(false);
         if last_sweep.elapsed() >= inner.config.ttl_sweep_interval {
             let _ = inner.sweep_expired();
             last_sweep = Instant::now();

@@ -121,6 +121,27 @@ fn run(n: usize) {
     );
     sweep_ef(&lock, &queries, &truth);
     filtered(&lock, &queries, n);
+    restart(&lock, n);
+}
+
+/// Snapshot save and load (what a restart costs with a saved graph, vs. rebuilding it).
+fn restart(lock: &RwLock<VectorIndex>, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("graph");
+    let graph = lock.read().graph().unwrap();
+    let t0 = Instant::now();
+    graph
+        .save(&path, &|key| Some(key.to_le_bytes().to_vec()))
+        .unwrap();
+    let saved = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let resolve = |l: &[u8]| l.try_into().ok().map(u64::from_le_bytes);
+    let loaded = mneme_index::HnswGraph::load(&path, HnswParams::default(), &resolve).unwrap();
+    println!(
+        "graph snapshot of {n}: save {saved:.2} s, load (checksums verified) {:.2} s, {} live points",
+        t0.elapsed().as_secs_f64(),
+        loaded.len()
+    );
 }
 
 fn sweep_ef(lock: &RwLock<VectorIndex>, queries: &[f32], truth: &[Vec<u64>]) {

@@ -139,6 +139,24 @@ impl VectorIndex {
         }
     }
 
+    /// The graph serving this collection, if any (to snapshot it).
+    pub fn graph(&self) -> Option<Arc<HnswGraph>> {
+        self.graph.clone()
+    }
+
+    /// Serves searches from `graph` (loaded from a snapshot); every vector it does not hold
+    /// live becomes the exact tail, to be absorbed by [`maintain`].
+    pub fn install_graph(&mut self, graph: Arc<HnswGraph>) {
+        self.tail = self
+            .flat
+            .keys()
+            .iter()
+            .copied()
+            .filter(|k| !graph.contains(*k))
+            .collect();
+        self.graph = Some(graph);
+    }
+
     /// True when a graph serves this collection.
     pub fn has_graph(&self) -> bool {
         self.graph.is_some()

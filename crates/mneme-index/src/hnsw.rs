@@ -144,6 +144,56 @@ impl HnswGraph {
         }
     }
 
+    pub(crate) fn hnsw_ref(&self) -> &Hnsw<'static, f32, DistL2> {
+        &self.hnsw
+    }
+
+    /// Labels by internal id for a snapshot (tombstones and unlabelled keys as `None`).
+    pub(crate) fn encode_labels(&self, label: &dyn Fn(u64) -> Option<Vec<u8>>) -> Vec<u8> {
+        let map = self.map.read();
+        let labels: Vec<Option<Vec<u8>>> = map
+            .keys
+            .iter()
+            .zip(&map.deleted)
+            .map(|(key, deleted)| if *deleted { None } else { label(*key) })
+            .collect();
+        crate::snapshot::encode_labels(&labels)
+    }
+
+    /// Wraps a reloaded hnsw_rs graph; `keys[i]` is the current key of internal id `i`.
+    pub(crate) fn from_loaded(
+        hnsw: Hnsw<'static, f32, DistL2>,
+        params: HnswParams,
+        keys: Vec<Option<u64>>,
+    ) -> Result<Self, String> {
+        if hnsw.get_nb_point() != keys.len() {
+            return Err(format!(
+                "the graph holds {} points but {} labels",
+                hnsw.get_nb_point(),
+                keys.len()
+            ));
+        }
+        let mut map = IdMap::default();
+        for (id, key) in keys.into_iter().enumerate() {
+            map.keys.push(key.unwrap_or(u64::MAX));
+            map.deleted.push(key.is_none());
+            match key {
+                Some(key) => {
+                    if let Some(old) = map.ids.insert(key, id) {
+                        map.deleted[old] = true;
+                        map.n_deleted += 1;
+                    }
+                }
+                None => map.n_deleted += 1,
+            }
+        }
+        Ok(Self {
+            hnsw,
+            map: RwLock::new(map),
+            params,
+        })
+    }
+
     /// Keys of up to `k` approximate nearest live neighbours that `accept` admits, nearest
     /// first. Over-fetches (doubling) until `k` admitted keys are found or the graph is
     /// exhausted; `ef` is raised to at least the number fetched.

@@ -24,12 +24,14 @@ mod collection;
 pub mod distance;
 mod flat;
 mod hnsw;
+mod snapshot;
 pub mod synthetic;
 mod topk;
 
 pub use collection::{Filter, IndexConfig, Maintenance, Plan, VectorIndex, maintain};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswGraph, HnswParams};
+pub use snapshot::{LABEL_BYTES_MAX, SnapshotError};
 pub use topk::{Hit, TopK};
 
 /// Largest vector dimension accepted anywhere in Mneme.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod basics;
+mod graphs;
 mod isolation;
 #[cfg(feature = "minilm")]
 mod minilm;

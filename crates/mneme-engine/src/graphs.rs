@@ -1,0 +1,105 @@
+//! Saving and restoring agents' vector graphs, so a restart serves from the graph at once
+//! instead of rebuilding it (minutes for large agents).
+//!
+//! Snapshots live in `<data dir>/graphs/<agent>/` and are derived state: the WAL and the
+//! append log stay the truth. Each point is labelled with its memory id and a CRC32 of its
+//! vector; on load a label resolves to a key only if that memory still exists with the same
+//! vector, so deletions and re-embeddings since the snapshot become tombstones, and memories
+//! added since go to the exact tail. A snapshot that fails validation is deleted and the
+//! graph is rebuilt in the background.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mneme_index::HnswGraph;
+
+use crate::agent::Agent;
+use crate::engine::Inner;
+
+/// A graph is snapshotted at most this often while it changes.
+pub const GRAPH_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+
+fn label(id: &str, vector: &[f32]) -> Vec<u8> {
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    format!("{id}#{:08x}", crc32fast::hash(&bytes)).into_bytes()
+}
+
+fn agent_dir(root: &Path, agent: &str) -> PathBuf {
+    root.join(agent)
+}
+
+/// Loads the snapshot of `agent` if one exists; an invalid one is removed.
+pub(crate) fn restore(root: &Path, agent: &Agent, params: mneme_index::HnswParams) {
+    let dir = agent_dir(root, &agent.id);
+    if !dir.join("MANIFEST").exists() {
+        return;
+    }
+    let loaded = {
+        let state = agent.state.read();
+        let index = agent.index.read();
+        let resolve = |l: &[u8]| -> Option<u64> {
+            let (id, _) = std::str::from_utf8(l).ok()?.split_once('#')?;
+            let key = state.key_of(id)?;
+            (label(id, index.get(key)?) == l).then_some(key)
+        };
+        HnswGraph::load(&dir, params, &resolve)
+    };
+    match loaded {
+        Ok(graph) => agent.index.write().install_graph(Arc::new(graph)),
+        Err(err) => {
+            tracing::warn!(agent = agent.id, %err, "graph snapshot unusable; rebuilding from storage");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Saves `agent`'s graph (if it has one).
+pub(crate) fn save(root: &Path, agent: &Agent) -> Result<(), mneme_index::SnapshotError> {
+    let Some(graph) = agent.index.read().graph() else {
+        return Ok(());
+    };
+    let labels: std::collections::HashMap<u64, Vec<u8>> = {
+        let state = agent.state.read();
+        let index = agent.index.read();
+        state
+            .memories
+            .iter()
+            .filter_map(|(key, m)| index.get(*key).map(|v| (*key, label(&m.id, v))))
+            .collect()
+    };
+    std::fs::create_dir_all(root).map_err(|source| mneme_index::SnapshotError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    graph.save(&agent_dir(root, &agent.id), &|key| {
+        labels.get(&key).cloned()
+    })
+}
+
+impl Inner {
+    /// Snapshots graphs that changed since their last snapshot (all of them when `force`).
+    pub(crate) fn save_graphs(&self, force: bool) {
+        let Some(root) = &self.graphs_dir else { return };
+        for agent in self.agents_snapshot() {
+            let due = agent.graph_dirty.load(Ordering::Relaxed)
+                && (force
+                    || agent
+                        .graph_saved_at
+                        .lock()
+                        .is_none_or(|t| t.elapsed() >= GRAPH_SNAPSHOT_INTERVAL));
+            if !due {
+                continue;
+            }
+            agent.graph_dirty.store(false, Ordering::Relaxed);
+            match save(root, &agent) {
+                Ok(()) => *agent.graph_saved_at.lock() = Some(Instant::now()),
+                Err(err) => {
+                    agent.graph_dirty.store(true, Ordering::Relaxed);
+                    tracing::warn!(agent = agent.id, %err, "graph snapshot failed");
+                }
+            }
+        }
+    }
+}
