@@ -99,11 +99,16 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_write() {
                 }
             }
         });
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..400)));
+        // Wait for the first acknowledgement (a slow start must not make an empty cycle),
+        // then let it run for a random while before the kill.
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("cycle {cycle}: child acknowledged nothing"));
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..300)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
-        let acked: Vec<String> = rx.try_iter().collect();
+        let acked: Vec<String> = std::iter::once(first).chain(rx.try_iter()).collect();
         assert!(
             !acked.is_empty(),
             "cycle {cycle}: child acknowledged nothing"
