@@ -12,13 +12,14 @@
     reason = "a benchmark fails loudly and prints"
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mneme_server::pb;
 use mneme_server::pb::memory_service_client::MemoryServiceClient;
+
+#[path = "common/server.rs"]
+mod server;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -66,36 +67,15 @@ fn queries(n: usize) -> Vec<String> {
 
 async fn run(embedder: &str, memories: &[String], queries: &[String]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "serve".to_owned(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-    ];
-    args.push(dir.path().to_string_lossy().into_owned());
-    args.extend(["--embedder".to_owned(), embedder.to_owned()]);
+    let mut args = vec!["--embedder".to_owned(), embedder.to_owned()];
     if embedder == "minilm" {
         args.extend([
             "--model-dir".to_owned(),
             std::env::var("MNEME_MINILM_DIR").expect("MNEME_MINILM_DIR"),
         ]);
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mneme"))
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(addr) = line.strip_prefix("mneme listening on ") {
-            break addr.to_owned();
-        }
-    };
-    let mut client = MemoryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let (mut child, url, _) = server::spawn(dir.path(), &args);
+    let mut client = MemoryServiceClient::connect(url).await.unwrap();
     let t0 = Instant::now();
     for chunk in memories.chunks(100) {
         let items = chunk

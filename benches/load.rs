@@ -15,8 +15,7 @@
 )]
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,9 @@ use mneme_index::synthetic::{SplitMix64, clustered};
 use mneme_server::pb;
 use mneme_server::pb::memory_service_client::MemoryServiceClient;
 use tonic::transport::Channel;
+
+#[path = "common/server.rs"]
+mod server;
 
 const DIM: usize = 384;
 
@@ -36,22 +38,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn start(dir: &std::path::Path) -> (Child, String, Duration) {
-    let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mneme"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(addr) = line.strip_prefix("mneme listening on ") {
-            break addr.to_owned();
-        }
-    };
-    (child, format!("http://{addr}"), t0.elapsed())
+    server::spawn(dir, &[])
 }
 
 fn rss_mib(pid: u32) -> f64 {
