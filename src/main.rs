@@ -72,6 +72,15 @@ enum DurabilityChoice {
     Periodic,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum GraphChoice {
+    /// Mneme's own graph (default): int8 traversal, parallel build, repaired deletes.
+    Native,
+    /// HNSW from the hnsw_rs crate (the older, slower baseline).
+    HnswRs,
+}
+
 /// `mneme serve` options; each may also come from the environment or the TOML file.
 #[derive(Debug, Args)]
 struct ServeArgs {
@@ -118,6 +127,9 @@ struct ServeArgs {
     /// Sync period for --durability periodic [default: 10].
     #[arg(long, env = "MNEME_SYNC_INTERVAL_MS")]
     sync_interval_ms: Option<u64>,
+    /// Graph index for agents with 20,000+ memories [default: native].
+    #[arg(long, env = "MNEME_GRAPH_INDEX", value_enum)]
+    graph_index: Option<GraphChoice>,
     /// Per-request deadline in milliseconds [default: 30000].
     #[arg(long, env = "MNEME_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
@@ -145,6 +157,7 @@ struct FileConfig {
     insecure: Option<bool>,
     durability: Option<DurabilityChoice>,
     sync_interval_ms: Option<u64>,
+    graph_index: Option<GraphChoice>,
     request_timeout_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -426,6 +439,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 key_env: args.openai_key_env.or(file.openai_key_env),
             },
         )?,
+        index: mneme_engine::IndexConfig {
+            graph: match args
+                .graph_index
+                .or(file.graph_index)
+                .unwrap_or(GraphChoice::Native)
+            {
+                GraphChoice::Native => mneme_engine::GraphKind::Native,
+                GraphChoice::HnswRs => mneme_engine::GraphKind::HnswRs,
+            },
+            ..mneme_engine::IndexConfig::default()
+        },
         ..EngineConfig::default()
     };
     let default_embedder = config.embedders.default_embedder().id().to_owned();

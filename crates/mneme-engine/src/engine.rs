@@ -137,7 +137,7 @@ impl Engine {
         let agents = load_agents(&store, &config)?;
         if let Some(root) = &graphs_dir {
             for agent in agents.values() {
-                crate::graphs::restore(root, agent, config.index.hnsw);
+                crate::graphs::restore(root, agent, &config.index);
             }
         }
         let inner = Arc::new(Inner {

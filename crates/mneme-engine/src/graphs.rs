@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mneme_index::HnswGraph;
+use mneme_index::{Graph, IndexConfig};
 
 use crate::agent::Agent;
 use crate::engine::Inner;
@@ -31,9 +31,9 @@ fn agent_dir(root: &Path, agent: &str) -> PathBuf {
 }
 
 /// Loads the snapshot of `agent` if one exists; an invalid one is removed.
-pub(crate) fn restore(root: &Path, agent: &Agent, params: mneme_index::HnswParams) {
+pub(crate) fn restore(root: &Path, agent: &Agent, config: &IndexConfig) {
     let dir = agent_dir(root, &agent.id);
-    if !dir.join("MANIFEST").exists() {
+    if !Graph::snapshot_exists(&dir) {
         return;
     }
     let loaded = {
@@ -44,7 +44,7 @@ pub(crate) fn restore(root: &Path, agent: &Agent, params: mneme_index::HnswParam
             let key = state.key_of(id)?;
             (label(id, index.get(key)?) == l).then_some(key)
         };
-        HnswGraph::load(&dir, params, &resolve)
+        Graph::load(&dir, config.graph, index.dim(), config.hnsw, &resolve)
     };
     match loaded {
         Ok(graph) => agent.index.write().install_graph(Arc::new(graph)),

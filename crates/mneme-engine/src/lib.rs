@@ -26,7 +26,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{DEDUP_COSINE_MIN, Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use graphs::GRAPH_SNAPSHOT_INTERVAL;
-pub use mneme_index::IndexConfig;
+pub use mneme_index::{GraphKind, IndexConfig};
 pub use mneme_scoring::{Calibration, ScoringParams, TypeParams};
 pub use mneme_storage::{Durability, Error as StorageError, Options as StorageOptions, StoreStats};
 pub use model::*;

@@ -4,7 +4,9 @@
 //! filtered search at 10 % and 1 % selectivity. Asserts nothing about speed.
 //!
 //! `cargo bench -p mneme-index --bench index` — sizes from `MNEME_BENCH_SIZES`
-//! (default `10000,100000`), dimension 384. `MNEME_BENCH_DUMP=dir` also writes the vectors,
+//! (default `10000,100000`; `minilm` is the 59k real MiniLM vectors of
+//! `shared/data/minilm-manpages`, or `MNEME_MINILM_VECTORS`), dimension 384; graphs from
+//! `MNEME_BENCH_GRAPHS` (default `native,hnsw-rs`). `MNEME_BENCH_DUMP=dir` also writes the vectors,
 //! queries and ground truth as raw little-endian files for the peer script.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark fails loudly")]
@@ -15,7 +17,10 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use mneme_index::synthetic::clustered;
-use mneme_index::{Filter, FlatIndex, HnswParams, IndexConfig, Maintenance, VectorIndex, maintain};
+use mneme_index::{
+    Filter, FlatIndex, Graph, GraphKind, HnswParams, IndexConfig, Maintenance, VectorIndex,
+    maintain,
+};
 use parking_lot::RwLock;
 
 const DIM: usize = 384;
@@ -68,15 +73,81 @@ fn dump(dir: &str, n: usize, data: &[f32], queries: &[f32], truth: &[Vec<u64>]) 
     }
 }
 
-fn run(n: usize) {
-    println!("\n## {n} × {DIM} (clustered, seed 42, {N_QUERIES} queries)");
-    let (data, queries) = clustered(42, n, N_QUERIES, DIM);
-    let rss0 = rss_mib();
+/// A benchmark data set: corpus and held-out queries, row-major.
+struct Dataset {
+    name: String,
+    data: Vec<f32>,
+    queries: Vec<f32>,
+}
+
+impl Dataset {
+    fn clustered(n: usize) -> Self {
+        let (data, queries) = clustered(42, n, N_QUERIES, DIM);
+        Self {
+            name: format!("{n} × {DIM} (clustered, seed 42, {N_QUERIES} queries)"),
+            data,
+            queries,
+        }
+    }
+
+    /// `shared/data/minilm-manpages/vectors.npy`: 60,000 real MiniLM embeddings (float16);
+    /// the first 1,000 rows are the queries, the rest the corpus.
+    fn minilm(path: &str) -> Self {
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(&bytes[..6], b"\x93NUMPY", "{path} is not an .npy file");
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+        assert!(
+            header.contains("'<f2'") && header.contains(", 384)"),
+            "{header}"
+        );
+        let all: Vec<f32> = bytes[10 + header_len..]
+            .chunks_exact(2)
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect();
+        let (queries, data) = all.split_at(N_QUERIES * DIM);
+        Self {
+            name: format!(
+                "{} × {DIM} real MiniLM embeddings (minilm-manpages, {N_QUERIES} queries)",
+                data.len() / DIM
+            ),
+            data: data.to_vec(),
+            queries: queries.to_vec(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.data.len() / DIM
+    }
+}
+
+/// IEEE half → single precision (normals, subnormals, zeros, infinities and NaN).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            let value = f as f32 / 1024.0 * 2f32.powi(-14);
+            return if sign == 0 { value } else { -value };
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 112) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+fn run(set: &Dataset, kinds: &[GraphKind]) {
+    let n = set.len();
+    let (data, queries) = (&set.data, &set.queries);
+    let n_queries = queries.len() / DIM;
+    println!("\n## {}", set.name);
     let mut flat = FlatIndex::new(DIM);
     for (i, v) in data.chunks_exact(DIM).enumerate() {
         flat.insert(i as u64, v).unwrap();
     }
-    let mut truth = Vec::with_capacity(N_QUERIES);
+    let mut truth = Vec::with_capacity(n_queries);
     let mut h32 = Histogram::<u64>::new(3).unwrap();
     for q in queries.chunks_exact(DIM) {
         let hits = timed(&mut h32, || flat.search_f32(q, 10, &|_| true));
@@ -92,40 +163,50 @@ fn run(n: usize) {
     println!(
         "exact int8 scan + f32 rescore top-10: {}, recall@10 {:.4}",
         percentiles(&h8),
-        r8 / N_QUERIES as f64
+        r8 / n_queries as f64
     );
     if let Ok(dir) = std::env::var("MNEME_BENCH_DUMP") {
-        dump(&dir, n, &data, &queries, &truth);
+        dump(&dir, n, data, queries, &truth);
     }
     drop(flat);
 
-    let config = IndexConfig {
-        graph_min_vectors: 1,
-        hnsw: HnswParams::default(),
-        ..IndexConfig::default()
-    };
-    let lock = RwLock::new(VectorIndex::new(DIM, config));
-    for (i, v) in data.chunks_exact(DIM).enumerate() {
-        lock.write().insert(i as u64, v).unwrap();
+    for &kind in kinds {
+        let config = IndexConfig {
+            graph_min_vectors: 1,
+            graph: kind,
+            hnsw: HnswParams::default(),
+            ..IndexConfig::default()
+        };
+        let rss0 = rss_mib();
+        let mut index = VectorIndex::new(DIM, config);
+        for (i, v) in data.chunks_exact(DIM).enumerate() {
+            index.insert(i as u64, v).unwrap();
+        }
+        let lock = RwLock::new(index);
+        let t0 = Instant::now();
+        while maintain(&lock, n) != Maintenance::Idle {}
+        let build_s = t0.elapsed().as_secs_f64();
+        let graph_mib = lock.read().graph().unwrap().memory_bytes() as f64 / (1 << 20) as f64;
+        println!(
+            "### {}\nbuild (M {}, ef_construction {}, all cores): {:.1} s, {:.0} inserts/s; \
+             RSS of the whole collection (f32 vectors + graph) +{:.0} MiB; graph alone {:.0} MiB",
+            kind.name(),
+            config.hnsw.m,
+            config.hnsw.ef_construction,
+            build_s,
+            n as f64 / build_s,
+            rss_mib() - rss0,
+            graph_mib
+        );
+        sweep_ef(&lock, kind, queries, &truth);
+        filtered(&lock, queries, n);
+        restart(&lock, kind, queries);
     }
-    let t0 = Instant::now();
-    while maintain(&lock, n) != Maintenance::Idle {}
-    let build_s = t0.elapsed().as_secs_f64();
-    println!(
-        "hnsw_rs build (M {}, ef_construction {}, all cores): {:.1} s, {:.0} inserts/s; RSS +{:.0} MiB",
-        config.hnsw.m,
-        config.hnsw.ef_construction,
-        build_s,
-        n as f64 / build_s,
-        rss_mib() - rss0
-    );
-    sweep_ef(&lock, &queries, &truth);
-    filtered(&lock, &queries, n);
-    restart(&lock, n);
 }
 
-/// Snapshot save and load (what a restart costs with a saved graph, vs. rebuilding it).
-fn restart(lock: &RwLock<VectorIndex>, n: usize) {
+/// Snapshot save and load (what a restart costs with a saved graph, vs. rebuilding it),
+/// and a check that the loaded graph answers exactly as the saved one did.
+fn restart(lock: &RwLock<VectorIndex>, kind: GraphKind, queries: &[f32]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("graph");
     let graph = lock.read().graph().unwrap();
@@ -136,17 +217,22 @@ fn restart(lock: &RwLock<VectorIndex>, n: usize) {
     let saved = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let resolve = |l: &[u8]| l.try_into().ok().map(u64::from_le_bytes);
-    let loaded = mneme_index::HnswGraph::load(&path, HnswParams::default(), &resolve).unwrap();
+    let loaded = Graph::load(&path, kind, DIM, HnswParams::default(), &resolve).unwrap();
+    let load_s = t0.elapsed().as_secs_f64();
+    let same = queries
+        .chunks_exact(DIM)
+        .take(100)
+        .all(|q| loaded.search(q, 10, 96, &|_| true) == graph.search(q, 10, 96, &|_| true));
     println!(
-        "graph snapshot of {n}: save {saved:.2} s, load (checksums verified) {:.2} s, {} live points",
-        t0.elapsed().as_secs_f64(),
+        "snapshot: save {saved:.2} s, load (checksums and structure verified) {load_s:.2} s, \
+         {} live points, identical answers: {same}",
         loaded.len()
     );
 }
 
-fn sweep_ef(lock: &RwLock<VectorIndex>, queries: &[f32], truth: &[Vec<u64>]) {
+fn sweep_ef(lock: &RwLock<VectorIndex>, kind: GraphKind, queries: &[f32], truth: &[Vec<u64>]) {
     let index = lock.read();
-    for ef in [16usize, 32, 64, 128, 256] {
+    for ef in [16usize, 24, 32, 48, 64, 96, 128, 256] {
         let mut hist = Histogram::<u64>::new(3).unwrap();
         let mut r = 0.0;
         for (q, t) in queries.chunks_exact(DIM).zip(truth) {
@@ -154,9 +240,11 @@ fn sweep_ef(lock: &RwLock<VectorIndex>, queries: &[f32], truth: &[Vec<u64>]) {
             r += recall(&hits.iter().map(|h| h.key).collect::<Vec<_>>(), t);
         }
         println!(
-            "hnsw ef {ef:>3}: recall@10 {:.4}, {}",
+            "{} ef {ef:>3}: recall@10 {:.4}, {}, {:.0} QPS on one core",
+            kind.name(),
             r / (queries.len() / DIM) as f64,
-            percentiles(&hist)
+            percentiles(&hist),
+            hist.len() as f64 / (hist.mean() * hist.len() as f64 / 1e6)
         );
     }
 }
@@ -189,16 +277,29 @@ fn filtered(lock: &RwLock<VectorIndex>, queries: &[f32], n: usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("MNEME_BENCH_SIZES")
-        .unwrap_or_else(|_| "10000,100000".to_owned())
+    let sizes = std::env::var("MNEME_BENCH_SIZES").unwrap_or_else(|_| "10000,100000".to_owned());
+    let kinds: Vec<GraphKind> = std::env::var("MNEME_BENCH_GRAPHS")
+        .unwrap_or_else(|_| "native,hnsw-rs".to_owned())
         .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+        .map(|s| s.trim().parse().unwrap())
         .collect();
     println!(
         "machine: {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for n in sizes {
-        run(n);
+    for size in sizes.split(',').map(str::trim) {
+        let set = if size == "minilm" {
+            let path = std::env::var("MNEME_MINILM_VECTORS").unwrap_or_else(|_| {
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../../shared/data/minilm-manpages/vectors.npy"
+                )
+                .to_owned()
+            });
+            Dataset::minilm(&path)
+        } else {
+            Dataset::clustered(size.parse().unwrap())
+        };
+        run(&set, &kinds);
     }
 }

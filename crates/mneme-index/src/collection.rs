@@ -14,7 +14,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::IndexError;
 use crate::distance::normalize;
 use crate::flat::FlatIndex;
-use crate::hnsw::{HnswGraph, HnswParams};
+use crate::graph::{Graph, GraphKind};
+use crate::hnsw::HnswParams;
 use crate::topk::{Hit, TopK};
 
 /// When to build a graph, how to search it, and when to scan instead.
@@ -22,10 +23,18 @@ use crate::topk::{Hit, TopK};
 pub struct IndexConfig {
     /// Collections smaller than this are only ever scanned (exact and fast at this size).
     pub graph_min_vectors: usize,
+    /// Which graph implementation to build.
+    pub graph: GraphKind,
     /// HNSW parameters.
     pub hnsw: HnswParams,
-    /// Rebuild the graph once at least this share of its points are tombstones.
+    /// Rebuild the graph once at least this share of its point slots are tombstones. The
+    /// native graph relinks around deletions as they come ([`Self::repair_tombstones_min`]),
+    /// so for it a rebuild only reclaims memory; hnsw_rs cannot, so its searches degrade
+    /// until the rebuild.
     pub rebuild_tombstone_ratio: f64,
+    /// The native graph relinks around tombstones once this many are waiting (or 1 % of
+    /// its points, whichever is larger).
+    pub repair_tombstones_min: usize,
     /// A filter expected to match at most this many vectors is answered by an exact scan.
     pub exact_filter_max: usize,
 }
@@ -34,8 +43,10 @@ impl Default for IndexConfig {
     fn default() -> Self {
         Self {
             graph_min_vectors: 20_000,
+            graph: GraphKind::Native,
             hnsw: HnswParams::default(),
             rebuild_tombstone_ratio: 0.2,
+            repair_tombstones_min: 64,
             exact_filter_max: 20_000,
         }
     }
@@ -84,7 +95,7 @@ pub enum Plan {
 #[derive(Debug)]
 pub struct VectorIndex {
     flat: FlatIndex,
-    graph: Option<Arc<HnswGraph>>,
+    graph: Option<Arc<Graph>>,
     /// Keys live in `flat` but not in `graph`.
     tail: HashSet<u64>,
     config: IndexConfig,
@@ -140,13 +151,13 @@ impl VectorIndex {
     }
 
     /// The graph serving this collection, if any (to snapshot it).
-    pub fn graph(&self) -> Option<Arc<HnswGraph>> {
+    pub fn graph(&self) -> Option<Arc<Graph>> {
         self.graph.clone()
     }
 
     /// Serves searches from `graph` (loaded from a snapshot); every vector it does not hold
     /// live becomes the exact tail, to be absorbed by [`maintain`].
-    pub fn install_graph(&mut self, graph: Arc<HnswGraph>) {
+    pub fn install_graph(&mut self, graph: Arc<Graph>) {
         self.tail = self
             .flat
             .keys()
@@ -154,7 +165,20 @@ impl VectorIndex {
             .copied()
             .filter(|k| !graph.contains(*k))
             .collect();
+        self.set_graph(graph);
+    }
+
+    /// Serves from `graph`. The native graph holds its own int8 codes, so the flat store
+    /// drops its copy (exact scans then use f32): that is what keeps 1M×384 within its
+    /// memory budget.
+    fn set_graph(&mut self, graph: Arc<Graph>) {
+        self.flat.set_quantized(graph.kind() != GraphKind::Native);
         self.graph = Some(graph);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
     }
 
     /// True when a graph serves this collection.
@@ -306,17 +330,27 @@ pub enum Maintenance {
     Absorbed(usize),
     /// Built a new graph over this many vectors.
     Rebuilt(usize),
+    /// Relinked the graph around this many tombstones.
+    Repaired(usize),
+}
+
+/// Keys and their vectors, one after another.
+struct Batch {
+    keys: Vec<u64>,
+    vectors: Vec<f32>,
 }
 
 enum Work {
-    Absorb(Arc<HnswGraph>, Vec<(u64, Vec<f32>)>),
-    Rebuild(Arc<HnswGraph>, Vec<(u64, Vec<f32>)>),
+    Absorb(Arc<Graph>, Batch),
+    Rebuild(Arc<Graph>, Batch),
+    Repair(Arc<Graph>),
 }
 
 /// Does one bounded step of graph upkeep for the collection behind `lock`: builds the graph
-/// once the collection is large enough, absorbs up to `batch` tail vectors, or rebuilds it
-/// when tombstones pass the configured ratio. The slow part (graph inserts) runs without
-/// holding the lock; searches and writes proceed meanwhile.
+/// once the collection is large enough, relinks around waiting tombstones, absorbs up to
+/// `batch` tail vectors, or rebuilds when tombstones pass the configured ratio. The slow
+/// part (graph inserts, relinking) runs without holding the lock; searches and writes
+/// proceed meanwhile.
 pub fn maintain(lock: &RwLock<VectorIndex>, batch: usize) -> Maintenance {
     let maintaining = Arc::clone(&lock.read().maintaining);
     let Some(_only_pass) = maintaining.try_lock() else {
@@ -324,36 +358,55 @@ pub fn maintain(lock: &RwLock<VectorIndex>, batch: usize) -> Maintenance {
     };
     let (work, generation) = {
         let index = lock.read();
+        let config = index.config;
         let rebuild = match &index.graph {
-            None => index.flat.len() >= index.config.graph_min_vectors,
-            Some(graph) => graph.tombstone_ratio() >= index.config.rebuild_tombstone_ratio,
+            None => index.flat.len() >= config.graph_min_vectors,
+            Some(graph) => graph.tombstone_ratio() >= config.rebuild_tombstone_ratio,
         };
-        let snapshot = |keys: &mut dyn Iterator<Item = u64>| -> Vec<(u64, Vec<f32>)> {
-            keys.filter_map(|k| index.flat.get(k).map(|v| (k, v.to_vec())))
-                .collect()
+        let snapshot = |keys: &mut dyn Iterator<Item = u64>, n: usize| -> Batch {
+            let mut batch = Batch {
+                keys: Vec::with_capacity(n),
+                vectors: Vec::with_capacity(n * index.dim()),
+            };
+            for key in keys {
+                if let Some(v) = index.flat.get(key) {
+                    batch.keys.push(key);
+                    batch.vectors.extend_from_slice(v);
+                }
+            }
+            batch
         };
-        *index.dirty.lock() = Some(HashSet::new());
         if rebuild {
-            let vectors = snapshot(&mut index.flat.keys().iter().copied());
-            let graph = Arc::new(HnswGraph::new(index.config.hnsw, vectors.len()));
+            *index.dirty.lock() = Some(HashSet::new());
+            let vectors = snapshot(&mut index.flat.keys().iter().copied(), index.flat.len());
+            let capacity = vectors.keys.len() + vectors.keys.len() / 4 + 1_024;
+            let graph = Arc::new(Graph::new(config.graph, index.dim(), config.hnsw, capacity));
             (Work::Rebuild(graph, vectors), index.generation)
+        } else if let Some(graph) = index
+            .graph
+            .as_ref()
+            .filter(|g| g.unrepaired() >= config.repair_tombstones_min.max(g.len() / 100))
+        {
+            (Work::Repair(Arc::clone(graph)), index.generation)
         } else if let (Some(graph), false) = (&index.graph, index.tail.is_empty()) {
-            let vectors = snapshot(&mut index.tail.iter().copied().take(batch.max(1)));
+            *index.dirty.lock() = Some(HashSet::new());
+            let n = batch.max(1).min(index.tail.len());
+            let vectors = snapshot(&mut index.tail.iter().copied().take(n), n);
             (Work::Absorb(Arc::clone(graph), vectors), index.generation)
         } else {
-            *index.dirty.lock() = None;
             return Maintenance::Idle;
         }
     };
     match work {
+        Work::Repair(graph) => Maintenance::Repaired(graph.repair()),
         Work::Absorb(graph, vectors) => {
-            insert_all(&graph, &vectors);
+            let inserted = graph.insert_batch(&vectors.keys, &vectors.vectors).is_ok();
             let mut index = lock.write();
             let dirty = index.dirty.lock().take().unwrap_or_default();
-            if index.generation != generation {
+            if index.generation != generation || !inserted {
                 return Maintenance::Idle;
             }
-            for (key, _) in &vectors {
+            for key in &vectors.keys {
                 if dirty.contains(key) {
                     // Replaced or removed while we inserted: the graph's copy is stale.
                     graph.remove(*key);
@@ -361,13 +414,15 @@ pub fn maintain(lock: &RwLock<VectorIndex>, batch: usize) -> Maintenance {
                     index.tail.remove(key);
                 }
             }
-            Maintenance::Absorbed(vectors.len())
+            Maintenance::Absorbed(vectors.keys.len())
         }
         Work::Rebuild(graph, vectors) => {
-            insert_all(&graph, &vectors);
+            let inserted = graph.insert_batch(&vectors.keys, &vectors.vectors).is_ok();
+            let built = vectors.keys.len();
+            drop(vectors);
             let mut index = lock.write();
             let dirty = index.dirty.lock().take().unwrap_or_default();
-            if index.generation != generation {
+            if index.generation != generation || !inserted {
                 return Maintenance::Idle;
             }
             for key in &dirty {
@@ -381,29 +436,8 @@ pub fn maintain(lock: &RwLock<VectorIndex>, batch: usize) -> Maintenance {
                 .filter(|k| !graph.contains(*k))
                 .collect();
             index.tail = tail;
-            index.graph = Some(graph);
-            Maintenance::Rebuilt(vectors.len())
+            index.set_graph(graph);
+            Maintenance::Rebuilt(built)
         }
     }
-}
-
-/// Inserts on every core for large batches (graph inserts take `&self` and run concurrently).
-fn insert_all(graph: &HnswGraph, vectors: &[(u64, Vec<f32>)]) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if vectors.len() < 1_024 || threads == 1 {
-        for (key, v) in vectors {
-            graph.insert(*key, v);
-        }
-        return;
-    }
-    let chunk = vectors.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        for part in vectors.chunks(chunk) {
-            s.spawn(move || {
-                for (key, v) in part {
-                    graph.insert(*key, v);
-                }
-            });
-        }
-    });
 }

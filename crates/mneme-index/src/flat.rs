@@ -28,6 +28,8 @@ pub struct FlatIndex {
     codes: Vec<i8>,
     scales: Vec<f32>,
     slots: HashMap<u64, u32>,
+    /// Whether `codes`/`scales` are kept (empty otherwise; scans then use f32 only).
+    quantized: bool,
 }
 
 impl FlatIndex {
@@ -40,6 +42,26 @@ impl FlatIndex {
             codes: Vec::new(),
             scales: Vec::new(),
             slots: HashMap::new(),
+            quantized: true,
+        }
+    }
+
+    /// Keeps (true, the default) or drops the int8 codes. Without them every scan is f32:
+    /// a collection served by the native graph, which holds its own codes, drops these to
+    /// save a byte per dimension per vector.
+    pub fn set_quantized(&mut self, quantized: bool) {
+        if quantized == self.quantized {
+            return;
+        }
+        self.quantized = quantized;
+        self.codes = Vec::new();
+        self.scales = Vec::new();
+        if quantized {
+            self.codes.reserve(self.data.len());
+            for v in self.data.chunks_exact(self.dim) {
+                let scale = quantize(v, &mut self.codes);
+                self.scales.push(scale);
+            }
         }
     }
 
@@ -88,8 +110,10 @@ impl FlatIndex {
         let slot = u32::try_from(self.keys.len()).map_err(|_| IndexError::Full)?;
         self.keys.push(key);
         self.data.extend_from_slice(&v);
-        let scale = quantize(&v, &mut self.codes);
-        self.scales.push(scale);
+        if self.quantized {
+            let scale = quantize(&v, &mut self.codes);
+            self.scales.push(scale);
+        }
         self.slots.insert(key, slot);
         Ok(())
     }
@@ -106,15 +130,19 @@ impl FlatIndex {
             self.keys.swap(slot, last);
             self.data
                 .copy_within(last * dim..(last + 1) * dim, slot * dim);
-            self.codes
-                .copy_within(last * dim..(last + 1) * dim, slot * dim);
-            self.scales.swap(slot, last);
+            if self.quantized {
+                self.codes
+                    .copy_within(last * dim..(last + 1) * dim, slot * dim);
+                self.scales.swap(slot, last);
+            }
             self.slots.insert(self.keys[slot], slot as u32);
         }
         self.keys.pop();
         self.data.truncate(last * dim);
-        self.codes.truncate(last * dim);
-        self.scales.pop();
+        if self.quantized {
+            self.codes.truncate(last * dim);
+            self.scales.pop();
+        }
         true
     }
 
@@ -139,7 +167,7 @@ impl FlatIndex {
 
     /// Top-k of every accepted vector: int8 pass, then f32 rescoring of the best candidates.
     pub fn search(&self, query: &[f32], k: usize, accept: &dyn Fn(u64) -> bool) -> Vec<Hit> {
-        if self.len() < INT8_MIN_VECTORS {
+        if self.len() < INT8_MIN_VECTORS || !self.quantized {
             return self.search_f32(query, k, accept);
         }
         let mut q_codes = Vec::with_capacity(self.dim);

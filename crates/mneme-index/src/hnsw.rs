@@ -134,6 +134,12 @@ impl HnswGraph {
         self.len() == 0
     }
 
+    /// Dimension of the stored vectors (`None` while empty).
+    pub fn dim(&self) -> Option<usize> {
+        let dim = self.hnsw.get_point_indexation().get_data_dimension();
+        (dim > 0).then_some(dim)
+    }
+
     /// Share of inserted points that are tombstones.
     pub fn tombstone_ratio(&self) -> f64 {
         let map = self.map.read();

@@ -23,14 +23,18 @@
 mod collection;
 pub mod distance;
 mod flat;
+mod graph;
 mod hnsw;
+mod native;
 mod snapshot;
 pub mod synthetic;
 mod topk;
 
 pub use collection::{Filter, IndexConfig, Maintenance, Plan, VectorIndex, maintain};
 pub use flat::FlatIndex;
+pub use graph::{Graph, GraphKind};
 pub use hnsw::{HnswGraph, HnswParams};
+pub use native::{NATIVE_LEVELS_MAX, NATIVE_M_MAX, NATIVE_POINTS_MAX, NativeGraph};
 pub use snapshot::{LABEL_BYTES_MAX, SnapshotError};
 pub use topk::{Hit, TopK};
 

@@ -59,7 +59,7 @@ pub enum SnapshotError {
     Hnsw(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
@@ -94,14 +94,17 @@ impl HnswGraph {
         dir: &Path,
         label: &dyn Fn(u64) -> Option<Vec<u8>>,
     ) -> Result<(), SnapshotError> {
-        let tmp = dir.with_extension("tmp");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-        }
-        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        write_atomically(dir, |tmp| self.write_snapshot(tmp, label))
+    }
+
+    fn write_snapshot(
+        &self,
+        tmp: &Path,
+        label: &dyn Fn(u64) -> Option<Vec<u8>>,
+    ) -> Result<(), SnapshotError> {
         let written = self
             .hnsw_ref()
-            .file_dump(&tmp, BASENAME)
+            .file_dump(tmp, BASENAME)
             .map_err(|e| SnapshotError::Hnsw(e.to_string()))?;
         if written != BASENAME {
             return Err(SnapshotError::Hnsw(format!(
@@ -127,23 +130,7 @@ impl HnswGraph {
         let mut f = File::create(&manifest_path).map_err(io_err(&manifest_path))?;
         f.write_all(&manifest)
             .and_then(|()| f.sync_all())
-            .map_err(io_err(&manifest_path))?;
-        sync_dir(&tmp)?;
-        let old = dir.with_extension("old");
-        if dir.exists() {
-            if old.exists() {
-                fs::remove_dir_all(&old).map_err(io_err(&old))?;
-            }
-            fs::rename(dir, &old).map_err(io_err(dir))?;
-        }
-        fs::rename(&tmp, dir).map_err(io_err(dir))?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(io_err(&old))?;
-        }
-        Ok(())
+            .map_err(io_err(&manifest_path))
     }
 
     /// Loads a snapshot saved by [`HnswGraph::save`], mapping each label to a current key
@@ -204,7 +191,7 @@ impl HnswGraph {
     }
 }
 
-fn decode_labels(bytes: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+pub(crate) fn decode_labels(bytes: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
     let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
     let mut out = Vec::with_capacity(n.min(bytes.len()));
     let mut at = 8;
@@ -235,4 +222,36 @@ pub(crate) fn encode_labels(labels: &[Option<Vec<u8>>]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Replaces the snapshot directory `dir` atomically with one written by `write`: it fills a
+/// fresh temporary directory (syncing its files), which is synced and renamed into place,
+/// and the parent synced. A crash at any point leaves either the old snapshot or the new
+/// one (or, between the two renames, none: the owner then rebuilds).
+pub(crate) fn write_atomically(
+    dir: &Path,
+    write: impl FnOnce(&Path) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    write(&tmp)?;
+    sync_dir(&tmp)?;
+    let old = dir.with_extension("old");
+    if dir.exists() {
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        fs::rename(dir, &old).map_err(io_err(dir))?;
+    }
+    fs::rename(&tmp, dir).map_err(io_err(dir))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(())
 }

@@ -3,16 +3,19 @@
 
 use std::sync::Arc;
 
-use mneme_engine::{Engine, EngineConfig, IndexConfig, ManualClock, RecallQuery, RememberInput};
+use mneme_engine::{
+    Engine, EngineConfig, GraphKind, IndexConfig, ManualClock, RecallQuery, RememberInput,
+};
 
 use crate::T0;
 
-fn open(dir: &std::path::Path) -> Engine {
+fn open(dir: &std::path::Path, kind: GraphKind) -> Engine {
     let config = EngineConfig {
         clock: Arc::new(ManualClock::new(T0)),
         background: false,
         index: IndexConfig {
             graph_min_vectors: 200,
+            graph: kind,
             ..IndexConfig::default()
         },
         ..EngineConfig::default()
@@ -62,8 +65,18 @@ fn best(engine: &Engine, q: &[f32]) -> f32 {
 
 #[test]
 fn graphs_are_restored_on_open_and_stale_or_damaged_snapshots_are_harmless() {
+    for kind in [GraphKind::Native, GraphKind::HnswRs] {
+        graphs_are_restored_with(kind);
+    }
+}
+
+fn graphs_are_restored_with(kind: GraphKind) {
+    let (snapshot_file, damaged_file) = match kind {
+        GraphKind::Native => ("native.graph", "native.graph"),
+        GraphKind::HnswRs => ("MANIFEST", "graph.hnsw.data"),
+    };
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
+    let engine = open(dir.path(), kind);
     let mut ids = Vec::new();
     for i in 0..600 {
         let input = RememberInput {
@@ -81,10 +94,10 @@ fn graphs_are_restored_on_open_and_stale_or_damaged_snapshots_are_harmless() {
         .map(|i| best(&engine, &vector(i * 37 + 1)))
         .collect();
     engine.close().unwrap();
-    assert!(dir.path().join("graphs/bot/MANIFEST").exists());
+    assert!(dir.path().join("graphs/bot").join(snapshot_file).exists());
 
     // Restored: no lag, same answers.
-    let engine = open(dir.path());
+    let engine = open(dir.path(), kind);
     assert_eq!(
         engine.stats("bot").unwrap().index_lag,
         0,
@@ -99,17 +112,17 @@ fn graphs_are_restored_on_open_and_stale_or_damaged_snapshots_are_harmless() {
         .forget("bot", std::slice::from_ref(&ids[37]))
         .unwrap();
     drop(engine);
-    let engine = open(dir.path());
+    let engine = open(dir.path(), kind);
     assert!(ids_of(&engine, &vector(37)).iter().all(|id| *id != ids[37]));
     drop(engine);
 
     // A damaged snapshot is discarded; results are still right.
-    let data = dir.path().join("graphs/bot/graph.hnsw.data");
+    let data = dir.path().join("graphs/bot").join(damaged_file);
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&data, bytes).unwrap();
-    let engine = open(dir.path());
+    let engine = open(dir.path(), kind);
     assert!(
         engine.stats("bot").unwrap().index_lag > 0,
         "a damaged snapshot was used"
