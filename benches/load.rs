@@ -1,12 +1,24 @@
-//! Load generator: the real `mneme` binary on 127.0.0.1 driven over gRPC by concurrent
-//! clients. It loads memories (384-d vectors from the reproducible clustered generator, so
-//! recall@10 can be checked against exact ground truth), then runs a timed mix of Recall,
-//! InjectContext, Remember and RememberBatch, and reports throughput and p50/p95/p99/max
-//! from full histograms, recall@10, server RSS, bytes on disk and restart time. Results are
-//! also written as JSON to `target/bench-results/load.json`.
+//! Load generator: the real `mneme` binary on 127.0.0.1 driven over gRPC.
 //!
-//! `cargo bench --bench load` — `MNEME_LOAD_MEMORIES` (default 10,000),
-//! `MNEME_LOAD_CLIENTS` (default 8), `MNEME_LOAD_SECONDS` (default 10).
+//! It loads memories (384-d vectors from the reproducible clustered generator) into one
+//! agent or spread over many, waits until the graph index has absorbed them, checks
+//! recall@10 against exact ground truth, times single-client Recall, then runs timed mixes
+//! of Recall, InjectContext, Remember and RememberBatch with each requested number of
+//! concurrent clients. It reports throughput and p50/p95/p99/max from full histograms,
+//! server RSS, bytes on disk, and restart times (after SIGKILL, and after SIGTERM, which
+//! saves graph snapshots), and writes everything as JSON.
+//!
+//! `cargo bench --bench load`, configured by environment:
+//! - `MNEME_LOAD_MEMORIES` (default 10,000) and `MNEME_LOAD_AGENTS` (default 1): the
+//!   memories are spread evenly over that many agents;
+//! - `MNEME_LOAD_CLIENTS` (default `8`): a comma-separated list of client counts;
+//! - `MNEME_LOAD_SECONDS` (default 10) per client count;
+//! - `MNEME_LOAD_MIX`: `mixed` (default: 70 % Recall, 10 % InjectContext, 15 % Remember,
+//!   5 % RememberBatch of 100) or `recall` (Recall only);
+//! - `MNEME_LOAD_DUMP=dir`: also write the vectors and queries (raw little-endian f32) for
+//!   the peer benchmarks;
+//! - `MNEME_LOAD_OUT` (default `target/bench-results/load.json`);
+//! - `MNEME_LOAD_SERVER_ARGS`: extra `mneme serve` flags, space-separated.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,30 +27,31 @@
 )]
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use mneme_index::FlatIndex;
 use mneme_index::synthetic::{SplitMix64, clustered};
 use mneme_server::pb;
 use mneme_server::pb::memory_service_client::MemoryServiceClient;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 #[path = "common/server.rs"]
 mod server;
 
 const DIM: usize = 384;
+const N_QUERIES: usize = 1_000;
+const RECALL_CHECKS: usize = 200;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn start(dir: &std::path::Path) -> (Child, String, Duration) {
-    server::spawn(dir, &[])
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -65,6 +78,14 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+fn agent_name(agents: usize, a: usize) -> String {
+    if agents == 1 {
+        "load".to_owned()
+    } else {
+        format!("agent-{a:05}")
+    }
+}
+
 type Histograms = Arc<Mutex<BTreeMap<&'static str, Histogram<u64>>>>;
 
 fn record(h: &Histograms, op: &'static str, elapsed: Duration) {
@@ -76,24 +97,47 @@ fn record(h: &Histograms, op: &'static str, elapsed: Duration) {
         .unwrap();
 }
 
+fn summary(h: &Histogram<u64>, seconds: f64) -> Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({
+        "calls": h.len(),
+        "calls_per_s": h.len() as f64 / seconds,
+        "p50_ms": ms(0.5),
+        "p95_ms": ms(0.95),
+        "p99_ms": ms(0.99),
+        "max_ms": h.max() as f64 / 1000.0,
+    })
+}
+
+struct Workload {
+    agents: usize,
+    recall_only: bool,
+    queries: Arc<Vec<f32>>,
+}
+
 async fn client_loop(
     mut c: MemoryServiceClient<Channel>,
     seed: u64,
     deadline: Instant,
-    queries: Arc<Vec<f32>>,
+    w: Arc<Workload>,
     h: Histograms,
 ) {
     let mut rng = SplitMix64::new(seed);
     let mut n = 0u64;
     while Instant::now() < deadline {
-        let roll = rng.next_u64() % 100;
-        let q = (rng.next_u64() as usize % (queries.len() / DIM)) * DIM;
-        let vector = queries[q..q + DIM].to_vec();
+        let roll = if w.recall_only {
+            0
+        } else {
+            rng.next_u64() % 100
+        };
+        let agent_id = agent_name(w.agents, rng.next_u64() as usize % w.agents);
+        let q = (rng.next_u64() as usize % (w.queries.len() / DIM)) * DIM;
+        let vector = w.queries[q..q + DIM].to_vec();
         let t = Instant::now();
         let op = match roll {
             0..70 => {
                 let r = pb::RecallRequest {
-                    agent_id: "load".into(),
+                    agent_id,
                     vector,
                     top_k: 10,
                     ..Default::default()
@@ -103,7 +147,7 @@ async fn client_loop(
             }
             70..80 => {
                 let r = pb::InjectContextRequest {
-                    agent_id: "load".into(),
+                    agent_id,
                     vector,
                     top_k: 10,
                     max_tokens: 500,
@@ -115,7 +159,7 @@ async fn client_loop(
             80..95 => {
                 n += 1;
                 let r = pb::RememberRequest {
-                    agent_id: "load".into(),
+                    agent_id,
                     content: format!("load {seed} {n}"),
                     vector,
                     ..Default::default()
@@ -136,12 +180,9 @@ async fn client_loop(
                         }
                     })
                     .collect();
-                c.remember_batch(pb::RememberBatchRequest {
-                    agent_id: "load".into(),
-                    items,
-                })
-                .await
-                .unwrap();
+                c.remember_batch(pb::RememberBatchRequest { agent_id, items })
+                    .await
+                    .unwrap();
                 "RememberBatch(100)"
             }
         };
@@ -149,83 +190,155 @@ async fn client_loop(
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let n = env_usize("MNEME_LOAD_MEMORIES", 10_000);
-    let clients = env_usize("MNEME_LOAD_CLIENTS", 8);
-    let seconds = env_usize("MNEME_LOAD_SECONDS", 10);
-    let load1 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "machine: {} cores, load average {}",
-        std::thread::available_parallelism().map_or(0, |c| c.get()),
-        load1
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, url, start_time) = start(dir.path());
-    let channel = Channel::from_shared(url.clone())
+async fn connect(url: &str) -> (Channel, MemoryServiceClient<Channel>) {
+    let channel = Channel::from_shared(url.to_owned())
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut c = MemoryServiceClient::new(channel.clone());
+    (channel.clone(), MemoryServiceClient::new(channel))
+}
 
-    let (data, queries) = clustered(42, n, 1_000, DIM);
+/// Waits until `agent`'s graph index has absorbed every memory; returns the seconds waited.
+async fn settle(c: &mut MemoryServiceClient<Channel>, agent: &str) -> f64 {
     let t0 = Instant::now();
-    let mut ids = Vec::with_capacity(n);
-    for (b, chunk) in data.chunks(1_000 * DIM).enumerate() {
-        let items = chunk
-            .chunks_exact(DIM)
-            .enumerate()
-            .map(|(i, v)| pb::RememberRequest {
-                content: format!("memory {}", b * 1_000 + i),
-                vector: v.to_vec(),
-                ..Default::default()
-            })
-            .collect();
-        let out = c
-            .remember_batch(pb::RememberBatchRequest {
-                agent_id: "load".into(),
-                items,
+    loop {
+        let stats = c
+            .stats(pb::StatsRequest {
+                agent_id: agent.to_owned(),
             })
             .await
-            .unwrap();
-        ids.extend(
-            out.into_inner()
-                .results
-                .into_iter()
-                .map(|r| r.memory.unwrap().id),
-        );
+            .unwrap()
+            .into_inner();
+        if stats.index_lag == 0 {
+            return t0.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn dump(dir: &str, n: usize, data: &[f32], queries: &[f32]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, v) in [("data", data), ("queries", queries)] {
+        let path = format!("{dir}/{name}-{n}.f32");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        for x in v {
+            f.write_all(&x.to_le_bytes()).unwrap();
+        }
+    }
+}
+
+fn machine() -> Value {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
+        "loadavg": loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("MNEME_LOAD_MEMORIES", 10_000);
+    let agents = env_usize("MNEME_LOAD_AGENTS", 1).max(1);
+    let seconds = env_usize("MNEME_LOAD_SECONDS", 10);
+    let clients: Vec<usize> = std::env::var("MNEME_LOAD_CLIENTS")
+        .unwrap_or_else(|_| "8".to_owned())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let recall_only = std::env::var("MNEME_LOAD_MIX").is_ok_and(|m| m == "recall");
+    let extra: Vec<String> = std::env::var("MNEME_LOAD_SERVER_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let machine = machine();
+    println!("machine: {machine}");
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url, start_time) = server::spawn(dir.path(), &extra);
+    let (channel, mut c) = connect(&url).await;
+
+    let (data, queries) = clustered(42, n, N_QUERIES, DIM);
+    if let Ok(d) = std::env::var("MNEME_LOAD_DUMP") {
+        dump(&d, n, &data, &queries);
+    }
+    // Memory i belongs to agent i % agents.
+    let t0 = Instant::now();
+    let mut ids = vec![String::new(); n];
+    for a in 0..agents {
+        let rows: Vec<usize> = (a..n).step_by(agents).collect();
+        for chunk in rows.chunks(1_000) {
+            let items = chunk
+                .iter()
+                .map(|&i| pb::RememberRequest {
+                    content: format!("memory {i}"),
+                    vector: data[i * DIM..(i + 1) * DIM].to_vec(),
+                    ..Default::default()
+                })
+                .collect();
+            let out = c
+                .remember_batch(pb::RememberBatchRequest {
+                    agent_id: agent_name(agents, a),
+                    items,
+                })
+                .await
+                .unwrap();
+            for (&i, r) in chunk.iter().zip(out.into_inner().results) {
+                ids[i] = r.memory.unwrap().id;
+            }
+        }
     }
     let load_secs = t0.elapsed().as_secs_f64();
     println!(
-        "loaded {n} × {DIM} in {load_secs:.1} s ({:.0} memories/s, batches of 1,000, durable)",
+        "loaded {n} × {DIM} into {agents} agent(s) in {load_secs:.1} s ({:.0} memories/s, batches of up to 1,000, durable)",
         n as f64 / load_secs
     );
+    let mut settle_secs = 0.0;
+    for a in 0..agents.min(8) {
+        settle_secs += settle(&mut c, &agent_name(agents, a)).await;
+    }
+    let rss_loaded = rss_mib(child.id());
+    println!("graph index settled after {settle_secs:.1} s more; server RSS {rss_loaded:.0} MiB");
 
-    // recall@10 of the similarity order against exact ground truth (before any new writes).
+    // recall@10 of the similarity order against exact ground truth, and single-client
+    // Recall latency (read-only, so the histogram is of recall alone).
+    let agent_rows = |a: usize| -> FlatIndex {
+        let mut flat = FlatIndex::new(DIM);
+        for i in (a..n).step_by(agents) {
+            flat.insert(i as u64, &data[i * DIM..(i + 1) * DIM])
+                .unwrap();
+        }
+        flat
+    };
+    let single = (agents == 1).then(|| agent_rows(0));
     let mut recall_sum = 0.0;
-    let n_checks = 200.min(queries.len() / DIM);
-    for q in queries.chunks_exact(DIM).take(n_checks) {
-        let mut exact: Vec<(f32, usize)> = data
-            .chunks_exact(DIM)
-            .enumerate()
-            .map(|(i, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
+    let mut latency = Histogram::<u64>::new(3).unwrap();
+    for (k, q) in queries.chunks_exact(DIM).take(RECALL_CHECKS).enumerate() {
+        let a = k % agents;
+        let scoped;
+        let flat = match &single {
+            Some(f) => f,
+            None => {
+                scoped = agent_rows(a);
+                &scoped
+            }
+        };
+        let truth: HashSet<&String> = flat
+            .search_f32(q, 10, &|_| true)
+            .iter()
+            .map(|h| &ids[h.key as usize])
             .collect();
-        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let truth: HashSet<&String> = exact[..10].iter().map(|(_, i)| &ids[*i]).collect();
+        let t = Instant::now();
         let r = c
             .recall(pb::RecallRequest {
-                agent_id: "load".into(),
+                agent_id: agent_name(agents, a),
                 vector: q.to_vec(),
                 top_k: 100,
                 ..Default::default()
             })
             .await
             .unwrap();
+        latency.record(t.elapsed().as_micros() as u64).unwrap();
         let mut hits: Vec<(f32, String)> = r
             .into_inner()
             .memories
@@ -240,69 +353,161 @@ async fn main() {
             .count() as f64
             / 10.0;
     }
-    let recall_at_10 = recall_sum / n_checks as f64;
-
-    let histograms: Histograms = Arc::default();
-    let queries = Arc::new(queries);
-    let deadline = Instant::now() + Duration::from_secs(seconds as u64);
-    let t0 = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            tokio::spawn(client_loop(
-                MemoryServiceClient::new(channel.clone()),
-                i as u64 + 1,
-                deadline,
-                Arc::clone(&queries),
-                Arc::clone(&histograms),
-            ))
+    drop(single);
+    let recall_at_10 = recall_sum / RECALL_CHECKS as f64;
+    let mut rng = SplitMix64::new(7);
+    let t_lat = Instant::now();
+    let mut top10 = Histogram::<u64>::new(3).unwrap();
+    while t_lat.elapsed() < Duration::from_secs(seconds.clamp(1, 5) as u64) {
+        let k = rng.next_u64() as usize % N_QUERIES;
+        let t = Instant::now();
+        c.recall(pb::RecallRequest {
+            agent_id: agent_name(agents, k % agents),
+            vector: queries[k * DIM..(k + 1) * DIM].to_vec(),
+            top_k: 10,
+            ..Default::default()
         })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
+        .await
+        .unwrap();
+        top10.record(t.elapsed().as_micros() as u64).unwrap();
     }
-    let elapsed = t0.elapsed().as_secs_f64();
+    let single_client = summary(&top10, t_lat.elapsed().as_secs_f64());
+    println!(
+        "recall@10 {recall_at_10:.4}; one client, Recall top-10: p50 {:.3} ms, p99 {:.3} ms ({:.0} calls/s)",
+        single_client["p50_ms"].as_f64().unwrap(),
+        single_client["p99_ms"].as_f64().unwrap(),
+        single_client["calls_per_s"].as_f64().unwrap()
+    );
+
+    let workload = Arc::new(Workload {
+        agents,
+        recall_only,
+        queries: Arc::new(queries),
+    });
+    let mix = if recall_only {
+        "Recall only"
+    } else {
+        "70 % Recall, 10 % InjectContext, 15 % Remember, 5 % RememberBatch of 100"
+    };
+    let mut runs = Vec::new();
+    for &nc in &clients {
+        let histograms: Histograms = Arc::default();
+        let deadline = Instant::now() + Duration::from_secs(seconds as u64);
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..nc)
+            .map(|i| {
+                tokio::spawn(client_loop(
+                    MemoryServiceClient::new(channel.clone()),
+                    i as u64 + 1,
+                    deadline,
+                    Arc::clone(&workload),
+                    Arc::clone(&histograms),
+                ))
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        println!("\n{nc} clients for {seconds} s ({mix})");
+        println!("| op | calls/s | p50 ms | p95 ms | p99 ms | max ms |");
+        println!("|---|---|---|---|---|---|");
+        let mut ops = serde_json::Map::new();
+        let mut total = 0u64;
+        for (op, h) in histograms.lock().unwrap().iter() {
+            let s = summary(h, elapsed);
+            println!(
+                "| {op} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                s["calls_per_s"].as_f64().unwrap(),
+                s["p50_ms"].as_f64().unwrap(),
+                s["p95_ms"].as_f64().unwrap(),
+                s["p99_ms"].as_f64().unwrap(),
+                s["max_ms"].as_f64().unwrap()
+            );
+            total += h.len();
+            ops.insert((*op).to_owned(), s);
+        }
+        runs.push(json!({
+            "clients": nc,
+            "seconds": elapsed,
+            "calls_per_s": total as f64 / elapsed,
+            "ops": ops,
+        }));
+    }
     let rss = rss_mib(child.id());
     let disk = dir_bytes(dir.path());
-    println!(
-        "\n{clients} clients for {seconds} s (70 % Recall, 10 % InjectContext, 15 % Remember, 5 % RememberBatch of 100); recall@10 {recall_at_10:.4}"
-    );
-    println!("| op | calls/s | p50 ms | p95 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|");
-    let mut json_ops = Vec::new();
-    for (op, h) in histograms.lock().unwrap().iter() {
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "| {op} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            h.len() as f64 / elapsed,
-            ms(0.5),
-            ms(0.95),
-            ms(0.99),
-            h.max() as f64 / 1000.0
-        );
-        json_ops.push(format!(
-            "{{\"op\":\"{op}\",\"calls_per_s\":{:.1},\"p50_ms\":{:.4},\"p95_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4}}}",
-            h.len() as f64 / elapsed, ms(0.5), ms(0.95), ms(0.99), h.max() as f64 / 1000.0
-        ));
-    }
+
+    // Restart after SIGKILL (graphs rebuild or load an older snapshot in the background),
+    // then after SIGTERM (graceful: snapshots saved), each to serving and to settled.
+    let mut child = child;
     let _ = child.kill();
     let _ = child.wait();
-    let (mut child, _, restart) = start(dir.path());
-    let _ = child.kill();
-    let _ = child.wait();
+    let restarts = restart_times(dir.path(), &extra, agents).await;
     println!(
-        "\nserver RSS {rss:.0} MiB; {:.1} MiB on disk; cold start {:.2} s; restart after SIGKILL to serving {:.2} s",
+        "\nserver RSS {rss:.0} MiB; {:.1} MiB on disk; cold start {:.2} s; {restarts}",
         disk as f64 / 1048576.0,
         start_time.as_secs_f64(),
-        restart.as_secs_f64()
     );
-    let json = format!(
-        "{{\"memories\":{n},\"dim\":{DIM},\"clients\":{clients},\"seconds\":{seconds},\"load_memories_per_s\":{:.1},\"recall_at_10\":{recall_at_10:.4},\"server_rss_mib\":{rss:.1},\"disk_bytes\":{disk},\"restart_s\":{:.3},\"loadavg\":\"{}\",\"ops\":[{}]}}\n",
-        n as f64 / load_secs,
-        restart.as_secs_f64(),
-        load1.trim(),
-        json_ops.join(",")
-    );
-    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("load.json"), json).unwrap();
+    let out = json!({
+        "machine": machine,
+        "memories": n,
+        "agents": agents,
+        "dim": DIM,
+        "mix": mix,
+        "load_memories_per_s": n as f64 / load_secs,
+        "settle_s": settle_secs,
+        "recall_at_10": recall_at_10,
+        "single_client_recall": single_client,
+        "server_rss_mib_loaded": rss_loaded,
+        "server_rss_mib": rss,
+        "disk_bytes": disk,
+        "cold_start_s": start_time.as_secs_f64(),
+        "restart": restarts,
+        "runs": runs,
+        "server_args": extra,
+    });
+    let path = std::env::var("MNEME_LOAD_OUT").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/bench-results/load.json"
+        )
+        .to_owned()
+    });
+    if let Some(parent) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    println!("results: {path}");
+}
+
+async fn restart_times(dir: &std::path::Path, extra: &[String], agents: usize) -> Value {
+    let mut out = serde_json::Map::new();
+    for how in ["after_sigkill", "after_sigterm"] {
+        let (mut child, url, serving) = server::spawn(dir, extra);
+        let (_, mut c) = connect(&url).await;
+        let t0 = Instant::now();
+        for a in 0..agents.min(8) {
+            settle(&mut c, &agent_name(agents, a)).await;
+        }
+        let settled = serving.as_secs_f64() + t0.elapsed().as_secs_f64();
+        out.insert(
+            how.to_owned(),
+            json!({"to_serving_s": serving.as_secs_f64(), "to_settled_s": settled}),
+        );
+        if how == "after_sigkill" {
+            // Graceful stop: the server saves graph snapshots on the way out.
+            terminate(&mut child);
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    Value::Object(out)
+}
+
+fn terminate(child: &mut Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }

@@ -259,8 +259,8 @@ impl VectorIndex {
             (_, Filter::Keys(keys)) => self.flat.search_keys(&q, k, keys),
             (Plan::Exact, Filter::Predicate { accept, .. }) => self.flat.search(&q, k, accept),
             (Plan::Exact, _) => self.flat.search(&q, k, &all),
-            (_, Filter::Predicate { accept, .. }) => self.graph_search(&q, k, accept),
-            (_, Filter::All) => self.graph_search(&q, k, &all),
+            (_, Filter::Predicate { accept, .. }) => self.graph_search(&q, k, Some(accept)),
+            (_, Filter::All) => self.graph_search(&q, k, None),
         })
     }
 
@@ -287,10 +287,10 @@ impl VectorIndex {
         ef: usize,
     ) -> Result<Vec<Hit>, IndexError> {
         let q = self.unit_query(query)?;
-        Ok(self.graph_search_ef(&q, k, ef, &|_| true))
+        Ok(self.graph_search_ef(&q, k, ef, None))
     }
 
-    fn graph_search(&self, q: &[f32], k: usize, accept: &dyn Fn(u64) -> bool) -> Vec<Hit> {
+    fn graph_search(&self, q: &[f32], k: usize, accept: Option<&dyn Fn(u64) -> bool>) -> Vec<Hit> {
         self.graph_search_ef(q, k, self.config.hnsw.ef_search, accept)
     }
 
@@ -299,16 +299,17 @@ impl VectorIndex {
         q: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u64) -> bool,
+        accept: Option<&dyn Fn(u64) -> bool>,
     ) -> Vec<Hit> {
+        let all = |_: u64| true;
         let Some(graph) = &self.graph else {
-            return self.flat.search(q, k, accept);
+            return self.flat.search(q, k, accept.unwrap_or(&all));
         };
         let ef = ef.max(k);
         let mut keys = graph.search(q, k, ef, accept);
         let mut tail = TopK::new(k);
         for &key in &self.tail {
-            if let Some(v) = self.flat.get(key).filter(|_| accept(key)) {
+            if let Some(v) = self.flat.get(key).filter(|_| accept.is_none_or(|a| a(key))) {
                 tail.push(key, crate::distance::dot(q, v));
             }
         }

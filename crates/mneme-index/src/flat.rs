@@ -109,7 +109,11 @@ impl FlatIndex {
         self.remove(key);
         let slot = u32::try_from(self.keys.len()).map_err(|_| IndexError::Full)?;
         self.keys.push(key);
+        let capacity = self.data.capacity();
         self.data.extend_from_slice(&v);
+        if self.data.capacity() != capacity {
+            crate::native::advise_huge_pages(&self.data);
+        }
         if self.quantized {
             let scale = quantize(&v, &mut self.codes);
             self.scales.push(scale);
@@ -200,14 +204,20 @@ impl FlatIndex {
 
     /// Exact scores for the given keys (for rescoring graph candidates).
     pub fn rescore_keys(&self, query: &[f32], keys: impl IntoIterator<Item = u64>) -> Vec<Hit> {
-        let mut hits: Vec<Hit> = keys
+        // Candidates are scattered over the whole store: ask for all of their vectors
+        // first, so the memory fetches overlap instead of each dot product waiting for one.
+        let slots: Vec<(u64, usize)> = keys
             .into_iter()
-            .filter_map(|key| {
-                let slot = *self.slots.get(&key)? as usize;
-                Some(Hit {
-                    key,
-                    score: dot(query, self.vector(slot)),
-                })
+            .filter_map(|key| Some((key, *self.slots.get(&key)? as usize)))
+            .collect();
+        for &(_, slot) in &slots {
+            crate::native::prefetch(self.vector(slot), usize::MAX);
+        }
+        let mut hits: Vec<Hit> = slots
+            .into_iter()
+            .map(|(key, slot)| Hit {
+                key,
+                score: dot(query, self.vector(slot)),
             })
             .collect();
         sort_hits(&mut hits);

@@ -147,17 +147,17 @@ impl Graph {
 
     /// Candidate keys for the query, nearest first by the graph's own score: at least `k`
     /// admitted keys when the graph holds them (the native graph returns up to `ef`, for the
-    /// caller to rescore exactly).
+    /// caller to rescore exactly). `None` admits every key.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u64) -> bool,
+        accept: Option<&dyn Fn(u64) -> bool>,
     ) -> Vec<u64> {
         match self {
             Self::Native(g) => g.search(query, k, ef, accept),
-            Self::HnswRs(g) => g.search(query, k, ef, accept),
+            Self::HnswRs(g) => g.search(query, k, ef, accept.unwrap_or(&|_| true)),
         }
     }
 

@@ -36,6 +36,7 @@ use crate::hnsw::HnswParams;
 use crate::synthetic::SplitMix64;
 
 pub(crate) use persist::SNAPSHOT_FILE;
+pub(crate) use sys::{advise_huge_pages, prefetch};
 
 /// Highest layer a point can be drawn on.
 pub const NATIVE_LEVELS_MAX: u8 = 15;
@@ -92,6 +93,7 @@ impl Searcher {
     fn begin(&mut self, points: usize) {
         if self.visited.len() < points {
             self.visited.resize(points, 0);
+            sys::advise_huge_pages(&self.visited);
         }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
@@ -264,6 +266,8 @@ impl NativeGraph {
             upper: Vec::new(),
             locks: Vec::with_capacity(capacity),
         };
+        sys::advise_huge_pages(&points.codes.owned);
+        sys::advise_huge_pages(&points.layer0);
         Self::from_parts(dim, params, points, u64::MAX)
     }
 
@@ -446,6 +450,14 @@ impl NativeGraph {
         if first + keys.len() > NATIVE_POINTS_MAX {
             return Err(crate::IndexError::Full);
         }
+        let before = (p.codes.owned.capacity(), p.layer0.capacity());
+        p.codes.owned.reserve(codes.len());
+        p.layer0.reserve(keys.len() * (self.m0 + 1));
+        if (p.codes.owned.capacity(), p.layer0.capacity()) != before {
+            sys::advise_huge_pages(&p.codes.owned);
+            sys::advise_huge_pages(&p.layer0);
+            sys::advise_huge_pages(&p.scales);
+        }
         p.codes.owned.extend_from_slice(&codes);
         p.scales.extend_from_slice(&scales);
         for (&key, &level) in keys.iter().zip(&levels) {
@@ -574,26 +586,21 @@ impl NativeGraph {
         s.fresh = fresh;
     }
 
-    /// The HNSW heuristic: from candidates sorted best first, keep each one that is more
-    /// similar to the base point than to every one kept before it, up to `m`. With `fill`,
-    /// free places are then filled with the best of the rejected ("keep pruned
-    /// connections"): without it, a group of identical vectors — agents do store repeats —
-    /// gets one link in from outside and its other members become unreachable.
-    fn select(&self, p: &Points, sorted: &[Cand], m: usize, fill: bool) -> Vec<u32> {
+    /// The HNSW heuristic: from candidates sorted best first, keep each one that is not
+    /// more similar to a neighbour already kept than to the base point, up to `m`. Ties keep
+    /// the candidate: identical vectors (agents do store repeats) then link to each other
+    /// and to the same outside neighbours, instead of the first copy shadowing the rest
+    /// and leaving them unreachable.
+    fn select(&self, p: &Points, sorted: &[Cand], m: usize) -> Vec<u32> {
         let mut kept: Vec<u32> = Vec::with_capacity(m);
-        let mut rejected: Vec<u32> = Vec::new();
         for &c in sorted {
             if kept.len() >= m {
                 break;
             }
-            if kept.iter().all(|&r| self.sim_points(p, c.id, r) < c.sim) {
+            if kept.iter().all(|&r| self.sim_points(p, c.id, r) <= c.sim) {
                 kept.push(c.id);
-            } else if fill {
-                rejected.push(c.id);
             }
         }
-        let room = m - kept.len();
-        kept.extend(rejected.into_iter().take(room));
         kept
     }
 
@@ -642,7 +649,7 @@ impl NativeGraph {
                 &live,
             );
             let found = s.sorted_results();
-            let chosen = self.select(&p, &found, self.m, true);
+            let chosen = self.select(&p, &found, self.m);
             {
                 let block = self.block(&p, id, layer);
                 let _guard = p.locks[id as usize].lock();
@@ -687,7 +694,7 @@ impl NativeGraph {
             })
             .collect();
         cands.sort_unstable_by(|a, b| b.cmp(a));
-        let chosen = self.select(p, &cands, self.capacity(layer), false);
+        let chosen = self.select(p, &cands, self.capacity(layer));
         write_links(self.block(p, base, layer), &chosen);
     }
 
@@ -716,14 +723,15 @@ impl NativeGraph {
         self.prune_into(p, from, layer, &mut ids);
     }
 
-    /// Keys of up to `ef.max(k)` approximate nearest live neighbours that `accept` admits,
-    /// nearest first by the int8 score (the caller rescores with exact vectors).
+    /// Keys of the approximate nearest live neighbours that `accept` admits, nearest first
+    /// by the int8 score: the best `4·k` (at least 64) of a beam of `ef.max(k)`, for the
+    /// caller to rescore with exact vectors.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u64) -> bool,
+        accept: Option<&dyn Fn(u64) -> bool>,
     ) -> Vec<u64> {
         if k == 0 || query.len() != self.dim {
             return Vec::new();
@@ -745,12 +753,18 @@ impl NativeGraph {
             cur = self.greedy(&p, cur, layer, &sim, &mut buf);
         }
         s.fresh = buf;
-        let admissible =
-            |n: u32| !p.deleted[n as usize].load(Ordering::Acquire) && accept(p.keys[n as usize]);
+        let admissible = |n: u32| {
+            !p.deleted[n as usize].load(Ordering::Acquire)
+                && accept.is_none_or(|accept| accept(p.keys[n as usize]))
+        };
         self.search_layer(&p, &mut s, &[cur], ef.max(k), 0, &sim, &admissible);
+        // The int8 order is close to exact: the best few per result wanted are enough for
+        // the caller's f32 rescoring.
+        let rescore = (k * crate::flat::RESCORE_FACTOR).max(crate::flat::RESCORE_MIN);
         let keys = s
             .sorted_results()
             .into_iter()
+            .take(rescore)
             .map(|c| p.keys[c.id as usize])
             .collect();
         self.return_searcher(s);

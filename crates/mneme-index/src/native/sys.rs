@@ -1,5 +1,5 @@
-//! The native graph's two `unsafe` operations, kept here so the rest of the graph is safe
-//! code: mapping a snapshot file read-only, and prefetching a vector's cache lines.
+//! The index's `unsafe` operations, kept here so the rest is safe code: mapping a snapshot
+//! file read-only, prefetching a vector's cache lines, and asking for huge pages.
 
 use std::fs::File;
 use std::io;
@@ -8,13 +8,14 @@ use std::path::Path;
 /// Asks the CPU to start loading the cache lines of `bytes` (up to `lines` of 64 bytes).
 /// A hint only: it never faults, changes no memory and has no effect on results.
 #[inline(always)]
-pub(crate) fn prefetch(bytes: &[i8], lines: usize) {
+pub(crate) fn prefetch<T>(bytes: &[T], lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let lines = lines.min(bytes.len().div_ceil(64));
+        let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        let lines = lines.min(bytes.len().div_ceil(per_line));
         for line in 0..lines {
-            let p = bytes[line * 64..].as_ptr();
+            let p = bytes[line * per_line..].as_ptr();
             #[expect(
                 unsafe_code,
                 reason = "the intrinsic is `unsafe` only for its target feature"
@@ -24,13 +25,45 @@ pub(crate) fn prefetch(bytes: &[i8], lines: usize) {
             // dereference the pointer architecturally, cannot fault, and `p` points into a
             // live slice anyway.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (bytes, lines);
+    }
+}
+
+/// Asks the kernel to back the whole pages of `buf`'s allocation (its full capacity) with
+/// transparent huge pages. Graph searches touch a few thousand random points of buffers
+/// that reach gigabytes; with 4 KiB pages nearly every touch is also a TLB miss. A hint
+/// only: failure (or a kernel without THP) changes nothing.
+pub(crate) fn advise_huge_pages<T>(buf: &Vec<T>) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = buf.as_ptr() as usize;
+        let end = start + buf.capacity() * std::mem::size_of::<T>();
+        let (first, last) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if last <= first || last - first < 2 << 20 {
+            return;
+        }
+        #[expect(unsafe_code, reason = "a system call on an address range")]
+        // SAFETY: `first..last` lies inside the allocation `buf` owns (page-aligned inward),
+        // and MADV_HUGEPAGE changes neither the contents nor the validity of any mapping:
+        // it only lets the kernel use 2 MiB pages for it. The result is ignored (a hint).
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = buf;
     }
 }
 

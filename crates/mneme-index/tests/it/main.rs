@@ -165,12 +165,7 @@ fn native_repair_leaves_no_link_to_a_tombstone_and_keeps_results_exact_in_score(
     assert_eq!(graph.len(), 4_000 - 1_334);
     // Every result is live, and recall holds with a third of the graph gone.
     for q in queries.chunks_exact(32) {
-        assert!(
-            graph
-                .search(q, 10, 64, &|_| true)
-                .iter()
-                .all(|k| k % 3 != 0)
-        );
+        assert!(graph.search(q, 10, 64, None).iter().all(|k| k % 3 != 0));
     }
     let recall = mean_recall(&index, &queries, Filter::All);
     assert!(
@@ -414,8 +409,8 @@ fn a_saved_graph_loads_back_with(kind: GraphKind) {
                 // harmless, and the graph must still answer identically.
                 Ok(g) if kind == GraphKind::Native => {
                     let q = &queries[..32];
-                    let a = g.search(q, 10, 64, &|_| true);
-                    let b = graph.search(q, 10, 64, &|k| k != 5);
+                    let a = g.search(q, 10, 64, None);
+                    let b = graph.search(q, 10, 64, Some(&|k| k != 5));
                     assert_eq!(a, b, "{name}@{at} loaded but answers differently");
                 }
                 other => panic!("{kind:?} {name}@{at}: {other:?}"),
