@@ -80,8 +80,12 @@ def sh(cmd, env=None, log=None):
     return out.stdout
 
 
-def index_bench(sizes, out_dir, log, graphs="native,hnsw-rs"):
-    path = os.path.join(out_dir, "index.json")
+def index_bench(sizes, out_dir, log, graphs="native,hnsw-rs", reuse=False):
+    path = os.path.join(out_dir, f"index-{graphs}.json")
+    if reuse and os.path.exists(path):
+        print(f"reusing {path}")
+        with open(path) as f:
+            return json.load(f)
     sh(
         ["cargo", "bench", "-q", "-p", "mneme-index", "--bench", "index"],
         {"MNEME_BENCH_SIZES": ",".join(map(str, sizes)), "MNEME_BENCH_GRAPHS": graphs, "MNEME_BENCH_JSON": path,
@@ -296,8 +300,9 @@ def goals(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="10k vectors, a few seconds per part; results stay in target/")
-    ap.add_argument("--sizes", default="10000,100000", help="one-agent sizes (full run)")
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="one-agent sizes (full run)")
     ap.add_argument("--agents", default="1000x1000", help="many small agents: AxN (full run)")
+    ap.add_argument("--reuse-index", action="store_true", help="reuse this machine's last index-level results (and dumped vectors)")
     ap.add_argument("--force", action="store_true", help="run on a busy machine (results are not written into docs/)")
     args = ap.parse_args()
 
@@ -328,13 +333,18 @@ def main():
     results = {"machine": m, "command": "python3 benches/run.py" + (" --smoke" if smoke else ""), "index": {}, "e2e": [],
                "clients": {}, "mixed": {}, "loads": []}
     # 1. Index level with raw-index peers.
-    rows = index_bench(sizes, out_dir, log, graphs="native,hnsw-rs")
+    # hnsw_rs builds ~1,700 points/s: above 100k it would take most of the run.
+    rows = index_bench(sizes, out_dir, log, graphs="native", reuse=args.reuse_index)
+    small = [n for n in sizes if n <= 100_000]
+    if small:
+        rows += index_bench(small, out_dir, log, graphs="hnsw-rs", reuse=args.reuse_index)
     for n in sizes:
         systems = []
         for graph in ("native", "hnsw-rs"):
             sweep = [r for r in rows if r["kind"] == "sweep" and r["graph"] == graph and r["n"] == n]
-            build = next(r for r in rows if r["kind"] == "build" and r["graph"] == graph and r["n"] == n)
-            systems.append((f"mneme {graph}", sweep, build["inserts_per_s"]))
+            build = [r for r in rows if r["kind"] == "build" and r["graph"] == graph and r["n"] == n]
+            if sweep and build:
+                systems.append((f"mneme {graph}", sweep, build[0]["inserts_per_s"]))
         for peer in peers.run(os.path.join(out_dir, "vectors"), n, only=("hnswlib", "usearch"), n_queries=n_queries):
             systems.append((peer["system"], peer["sweep"], peer["inserts_per_s"]))
         results["index"][f"{n:,} × {DIM}"] = {"systems": systems}

@@ -291,7 +291,8 @@ impl VectorIndex {
     }
 
     fn graph_search(&self, q: &[f32], k: usize, accept: Option<&dyn Fn(u64) -> bool>) -> Vec<Hit> {
-        self.graph_search_ef(q, k, self.config.hnsw.ef_search, accept)
+        let ef = scaled_ef(self.config.hnsw.ef_search, self.flat.len());
+        self.graph_search_ef(q, k, ef, accept)
     }
 
     fn graph_search_ef(
@@ -319,6 +320,21 @@ impl VectorIndex {
         let mut hits = self.flat.rescore_keys(q, keys);
         hits.truncate(k);
         hits
+    }
+}
+
+/// Collections up to this size search with the configured `ef`.
+pub const EF_SCALE_FROM: usize = 250_000;
+
+/// The beam width for a collection of `len` vectors: the configured `ef` up to
+/// [`EF_SCALE_FROM`], then growing with the square root of the size beyond it (×2 at 1M).
+/// A fixed beam loses recall as the graph grows — measured on the clustered set, ef 96
+/// gives recall@10 0.9999 at 100k but 0.92 at 1M, ef 192 about 0.97 there.
+pub fn scaled_ef(ef: usize, len: usize) -> usize {
+    if len <= EF_SCALE_FROM {
+        ef
+    } else {
+        (ef as f64 * (len as f64 / EF_SCALE_FROM as f64).sqrt()).ceil() as usize
     }
 }
 
@@ -440,5 +456,18 @@ pub fn maintain(lock: &RwLock<VectorIndex>, batch: usize) -> Maintenance {
             index.set_graph(graph);
             Maintenance::Rebuilt(built)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_beam_widens_with_the_square_root_of_size_beyond_the_threshold() {
+        assert_eq!(scaled_ef(96, 10_000), 96);
+        assert_eq!(scaled_ef(96, EF_SCALE_FROM), 96);
+        assert_eq!(scaled_ef(96, 4 * EF_SCALE_FROM), 192);
+        assert!(scaled_ef(96, 500_000) > 96 && scaled_ef(96, 500_000) < 192);
     }
 }

@@ -24,7 +24,8 @@ pub struct HnswParams {
     pub m: usize,
     /// Beam width while inserting.
     pub ef_construction: usize,
-    /// Beam width while searching (raised to the number of results asked for).
+    /// Beam width while searching (raised to the number of results asked for, and scaled
+    /// up for collections above [`crate::EF_SCALE_FROM`] by [`crate::scaled_ef`]).
     pub ef_search: usize,
 }
 

@@ -30,7 +30,9 @@ mod snapshot;
 pub mod synthetic;
 mod topk;
 
-pub use collection::{Filter, IndexConfig, Maintenance, Plan, VectorIndex, maintain};
+pub use collection::{
+    EF_SCALE_FROM, Filter, IndexConfig, Maintenance, Plan, VectorIndex, maintain, scaled_ef,
+};
 pub use flat::FlatIndex;
 pub use graph::{Graph, GraphKind};
 pub use hnsw::{HnswGraph, HnswParams};
