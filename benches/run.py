@@ -96,8 +96,12 @@ def index_bench(sizes, out_dir, log, graphs="native,hnsw-rs", reuse=False):
         return json.load(f)
 
 
-def load_bench(n, out_dir, log, agents=1, clients="1", seconds=5, mix="recall", dump=True, server_args=""):
+def load_bench(n, out_dir, log, agents=1, clients="1", seconds=5, mix="recall", dump=True, server_args="", reuse=False):
     path = os.path.join(out_dir, f"load-{n}-{agents}-{mix}.json")
+    if reuse and os.path.exists(path):
+        print(f"reusing {path}")
+        with open(path) as f:
+            return json.load(f)
     env = {
         "MNEME_LOAD_MEMORIES": str(n),
         "MNEME_LOAD_AGENTS": str(agents),
@@ -112,6 +116,20 @@ def load_bench(n, out_dir, log, agents=1, clients="1", seconds=5, mix="recall", 
     sh(["cargo", "bench", "-q", "--bench", "load"], env, log)
     with open(path) as f:
         return json.load(f)
+
+
+def run_peers(out_dir, n, reuse, agents=1, only=(), n_queries=1_000):
+    """peers.run, its results kept in out_dir (reused with --reuse)."""
+    path = os.path.join(out_dir, f"peers-{n}-{agents}-{'-'.join(only)}.json")
+    if reuse and os.path.exists(path):
+        print(f"reusing {path}")
+        with open(path) as f:
+            return json.load(f)
+    print(f"+ peers {only} at {n} ({agents} agents)", flush=True)
+    results = peers.run(os.path.join(out_dir, "vectors"), n, agents=agents, only=only, n_queries=n_queries)
+    with open(path, "w") as f:
+        json.dump(results, f)
+    return results
 
 
 def equal_recall_point(sweep, target):
@@ -216,7 +234,7 @@ def plots(results, out_dir):
         ax.set_title(f"Recall vs p99, {size}")
         ax.grid(alpha=0.3)
         ax.legend()
-        name = f"recall-vs-p99-{size}.svg"
+        name = f"recall-vs-p99-{size.split(' ')[0].replace(',', '')}.svg"
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, name))
         plt.close(fig)
@@ -303,9 +321,17 @@ def main():
     ap.add_argument("--sizes", default="10000,100000,1000000", help="one-agent sizes (full run)")
     ap.add_argument("--agents", default="1000x1000", help="many small agents: AxN (full run)")
     ap.add_argument("--reuse-index", action="store_true", help="reuse this machine's last index-level results (and dumped vectors)")
+    ap.add_argument("--rerender", action="store_true", help="only redo the tables, plots and BENCHMARKS.md section from the last full results.json")
+    ap.add_argument("--reuse", action="store_true", help="reuse every part already measured in target/bench-results (resume an interrupted run)")
     ap.add_argument("--force", action="store_true", help="run on a busy machine (results are not written into docs/)")
     args = ap.parse_args()
 
+    if args.rerender:
+        out_dir = os.path.join(ROOT, "target", "bench-results", "full")
+        with open(os.path.join(out_dir, "results.json")) as f:
+            results = json.load(f)
+        publish(results, out_dir, record=True)
+        return
     smoke = args.smoke
     sizes = [10_000] if smoke else [int(s) for s in args.sizes.split(",")]
     n_agents, per_agent = (10, 1_000) if smoke else map(int, args.agents.split("x"))
@@ -334,10 +360,11 @@ def main():
                "clients": {}, "mixed": {}, "loads": []}
     # 1. Index level with raw-index peers.
     # hnsw_rs builds ~1,700 points/s: above 100k it would take most of the run.
-    rows = index_bench(sizes, out_dir, log, graphs="native", reuse=args.reuse_index)
+    reuse = args.reuse
+    rows = index_bench(sizes, out_dir, log, graphs="native", reuse=reuse or args.reuse_index)
     small = [n for n in sizes if n <= 100_000]
     if small:
-        rows += index_bench(small, out_dir, log, graphs="hnsw-rs", reuse=args.reuse_index)
+        rows += index_bench(small, out_dir, log, graphs="hnsw-rs", reuse=reuse or args.reuse_index)
     for n in sizes:
         systems = []
         for graph in ("native", "hnsw-rs"):
@@ -345,25 +372,25 @@ def main():
             build = [r for r in rows if r["kind"] == "build" and r["graph"] == graph and r["n"] == n]
             if sweep and build:
                 systems.append((f"mneme {graph}", sweep, build[0]["inserts_per_s"]))
-        for peer in peers.run(os.path.join(out_dir, "vectors"), n, only=("hnswlib", "usearch"), n_queries=n_queries):
+        for peer in run_peers(out_dir, n, reuse, only=("hnswlib", "usearch"), n_queries=n_queries):
             systems.append((peer["system"], peer["sweep"], peer["inserts_per_s"]))
         results["index"][f"{n:,} × {DIM}"] = {"systems": systems}
     # 2. Mneme end to end, one big agent per size, then the product peers.
     for n in sizes:
-        load = load_bench(n, out_dir, log, clients=clients, seconds=seconds, mix="recall")
+        load = load_bench(n, out_dir, log, clients=clients, seconds=seconds, mix="recall", reuse=reuse)
         results["loads"].append(load)
         results["clients"][str(n)] = load["runs"]
         results["e2e"].append(mneme_e2e_row(load))
-        mixed = load_bench(n, out_dir, log, clients="8", seconds=seconds, mix="mixed", dump=False)
+        mixed = load_bench(n, out_dir, log, clients="8", seconds=seconds, mix="mixed", dump=False, reuse=reuse)
         results["mixed"][str(n)] = mixed
-        for peer in peers.run(os.path.join(out_dir, "vectors"), n, only=("chroma", "sqlite"), n_queries=n_queries):
+        for peer in run_peers(out_dir, n, reuse, only=("chroma", "sqlite"), n_queries=n_queries):
             results["e2e"].append(peer)
     # 3. Many small agents.
     n = n_agents * per_agent
-    load = load_bench(n, out_dir, log, agents=n_agents, clients="8", seconds=seconds, mix="recall")
+    load = load_bench(n, out_dir, log, agents=n_agents, clients="8", seconds=seconds, mix="recall", reuse=reuse)
     results["loads"].append(load)
     results["e2e"].append(mneme_e2e_row(load))
-    for peer in peers.run(os.path.join(out_dir, "vectors"), n, agents=n_agents, only=("chroma", "sqlite"), n_queries=n_queries):
+    for peer in run_peers(out_dir, n, reuse, agents=n_agents, only=("chroma", "sqlite"), n_queries=n_queries):
         results["e2e"].append(peer)
     results["goals"] = goals(results)
     results["seconds"] = time.time() - t_start
@@ -377,6 +404,11 @@ def main():
 
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    publish(results, out_dir, record)
+
+
+def publish(results, out_dir, record):
+    """Markdown and plots next to the results; with `record`, into docs/ and BENCHMARKS.md."""
     md = render(results)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md)
