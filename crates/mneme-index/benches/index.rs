@@ -269,6 +269,10 @@ fn sweep_ef(
     truth: &[Vec<u64>],
 ) {
     let index = lock.read();
+    // Warm up (page tables, huge-page faults) so the first ef measured is not penalised.
+    for q in queries.chunks_exact(DIM).take(200) {
+        index.search_with_ef(q, 10, 64).unwrap();
+    }
     for ef in [16usize, 24, 32, 48, 64, 96, 128, 256] {
         let mut hist = Histogram::<u64>::new(3).unwrap();
         let mut r = 0.0;
