@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::hnsw::{HnswGraph, HnswParams};
 use crate::native::{NativeGraph, SNAPSHOT_FILE};
-use crate::snapshot::{SnapshotError, write_atomically};
+use crate::snapshot::{MANIFEST, SnapshotError, write_atomically};
 
 /// Which graph implementation serves large collections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -184,7 +184,7 @@ impl Graph {
 
     /// True when `dir` holds a snapshot of either kind.
     pub fn snapshot_exists(dir: &Path) -> bool {
-        dir.join(SNAPSHOT_FILE).exists() || dir.join("MANIFEST").exists()
+        dir.join(SNAPSHOT_FILE).exists() || dir.join(MANIFEST).exists()
     }
 
     /// Loads the snapshot in `dir`, which must be of `kind` (another kind's snapshot is

@@ -3,10 +3,12 @@
 //! Vectors are L2-normalised at ingest and similarity is the dot product. Three layers:
 //! - [`FlatIndex`]: exact scan over contiguous memory, int8 first pass with f32 rescoring
 //!   (SIMD by autovectorised code, dispatched at run time to AVX2+FMA or SSE4.1);
-//! - [`HnswGraph`]: HNSW on `hnsw_rs`, with tombstones and over-fetching around its limits;
+//! - [`Graph`]: the approximate index of large collections — [`NativeGraph`], Mneme's own
+//!   flat-layout HNSW (the default), or [`HnswGraph`] on `hnsw_rs`, with tombstones and
+//!   over-fetching around its limits;
 //! - [`VectorIndex`]: one collection — the planner choosing exact scan or graph per query,
 //!   the exact tail that makes new vectors searchable at once, and [`maintain`], which
-//!   builds, grows and rebuilds the graph off the request path.
+//!   builds, grows, repairs and rebuilds the graph off the request path.
 //!
 //! The index is derived state: its owner can always rebuild it from stored vectors.
 //!

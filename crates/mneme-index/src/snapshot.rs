@@ -26,7 +26,8 @@ use hnsw_rs::hnswio::HnswIo;
 
 use crate::hnsw::{HnswGraph, HnswParams};
 
-const MANIFEST: &str = "MANIFEST";
+/// The hnsw_rs snapshot's manifest file name.
+pub(crate) const MANIFEST: &str = "MANIFEST";
 const LABELS: &str = "labels.bin";
 const BASENAME: &str = "graph";
 const MAGIC: &[u8; 8] = b"MNMGRPH\x01";

@@ -8,8 +8,9 @@
 //! - **Links.** Layer 0 is one fixed-stride `u32` array (`[count, id × 2M]` per point); the
 //!   rare points on upper layers have blocks of `[count, id × M]` in a second array. Links are
 //!   atomics, so inserts, repairs and searches share the graph without a lock per read.
-//! - **Searches allocate nothing** in steady state: each borrows a [`Searcher`] (a visited
-//!   array stamped with a per-search epoch, and reusable heaps) from a small pool.
+//! - **Traversal allocates nothing** in steady state: each search borrows a [`Searcher`] (a
+//!   visited array stamped with a per-search epoch, reusable heaps and query buffer) from a
+//!   small pool; only the returned candidate list is allocated.
 //! - **Inserts** run on every core: [`NativeGraph::insert_batch`] appends the points under a
 //!   brief write lock, then links them in parallel with per-point link locks, choosing
 //!   neighbours with the HNSW heuristic (keep a candidate only if it is closer to the new
@@ -87,6 +88,8 @@ struct Searcher {
     candidates: BinaryHeap<Cand>,
     results: BinaryHeap<Worst>,
     fresh: Vec<u32>,
+    /// The query's int8 codes.
+    query: Vec<i8>,
 }
 
 impl Searcher {
@@ -739,7 +742,9 @@ impl NativeGraph {
         let Some((ep, top)) = unpack_entry(self.entry.load(Ordering::Acquire)) else {
             return Vec::new();
         };
-        let mut q_codes = Vec::with_capacity(self.dim);
+        let mut s = self.take_searcher();
+        let mut q_codes = std::mem::take(&mut s.query);
+        q_codes.clear();
         let q_scale = quantize(query, &mut q_codes);
         let p = self.points.read();
         let sim = |n: u32| dot_i8(&q_codes, p.codes.get(n)) as f32 * q_scale * p.scales[n as usize];
@@ -747,7 +752,6 @@ impl NativeGraph {
             sim: sim(ep),
             id: ep,
         };
-        let mut s = self.take_searcher();
         let mut buf = std::mem::take(&mut s.fresh);
         for layer in (1..=top).rev() {
             cur = self.greedy(&p, cur, layer, &sim, &mut buf);
@@ -767,6 +771,7 @@ impl NativeGraph {
             .take(rescore)
             .map(|c| p.keys[c.id as usize])
             .collect();
+        s.query = q_codes;
         self.return_searcher(s);
         keys
     }
