@@ -6,6 +6,7 @@
 mod auth;
 mod bad_input;
 mod crash;
+mod hardening;
 mod harness;
 mod isolation;
 #[cfg(feature = "minilm")]

@@ -136,6 +136,7 @@ impl Engine {
     ) -> Result<Self> {
         let agents = load_agents(&store, &config)?;
         if let Some(root) = &graphs_dir {
+            crate::graphs::remove_strays(root);
             for agent in agents.values() {
                 crate::graphs::restore(root, agent, &config.index);
             }

@@ -1,7 +1,8 @@
 //! Saving and restoring agents' vector graphs, so a restart serves from the graph at once
 //! instead of rebuilding it (minutes for large agents).
 //!
-//! Snapshots live in `<data dir>/graphs/<agent>/` and are derived state: the WAL and the
+//! Snapshots live in `<data dir>/graphs/a-<agent id in base32hex>/` (never the agent id
+//! itself: see `mneme_storage::names`) and are derived state: the WAL and the
 //! append log stay the truth. Each point is labelled with its memory id and a CRC32 of its
 //! vector; on load a label resolves to a key only if that memory still exists with the same
 //! vector, so deletions and re-embeddings since the snapshot become tombstones, and memories
@@ -26,13 +27,47 @@ fn label(id: &str, vector: &[f32]) -> Vec<u8> {
     format!("{id}#{:08x}", crc32fast::hash(&bytes)).into_bytes()
 }
 
-fn agent_dir(root: &Path, agent: &str) -> PathBuf {
-    root.join(agent)
+/// Prefix of every agent's snapshot directory name.
+const AGENT_DIR_PREFIX: &str = "a-";
+
+/// The snapshot directory of `agent`: a child of `root` whose name encodes the id, so no
+/// agent id can name another directory (`..`) or share one (`a.b`/`a.c`, `Bot`/`bot`).
+fn agent_dir(root: &Path, agent: &str) -> Option<PathBuf> {
+    mneme_storage::names::encode_name(AGENT_DIR_PREFIX, agent.as_bytes()).map(|n| root.join(n))
+}
+
+/// Removes what is in `root` but is no agent's snapshot directory: snapshots of the
+/// earlier layout, which named directories after raw agent ids, and leftovers of
+/// interrupted saves. Only direct children of `root` are touched.
+pub(crate) fn remove_strays(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let ours = name
+            .to_str()
+            .and_then(|n| mneme_storage::names::decode_name(AGENT_DIR_PREFIX, n))
+            .is_some();
+        if !ours {
+            let path = root.join(&name);
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(err) = removed {
+                tracing::warn!(path = %path.display(), %err, "could not remove a stray graph snapshot");
+            }
+        }
+    }
 }
 
 /// Loads the snapshot of `agent` if one exists; an invalid one is removed.
 pub(crate) fn restore(root: &Path, agent: &Agent, config: &IndexConfig) {
-    let dir = agent_dir(root, &agent.id);
+    let Some(dir) = agent_dir(root, &agent.id) else {
+        return;
+    };
     if !Graph::snapshot_exists(&dir) {
         return;
     }
@@ -55,9 +90,20 @@ pub(crate) fn restore(root: &Path, agent: &Agent, config: &IndexConfig) {
     }
 }
 
-/// Saves `agent`'s graph (if it has one).
+/// Saves `agent`'s graph; removes its snapshot when it has no graph any more (cleared),
+/// so that no copy of forgotten vectors stays behind.
 pub(crate) fn save(root: &Path, agent: &Agent) -> Result<(), mneme_index::SnapshotError> {
+    let dir = agent_dir(root, &agent.id).ok_or_else(|| mneme_index::SnapshotError::Invalid {
+        path: root.to_path_buf(),
+        reason: "agent id cannot name a snapshot".into(),
+    })?;
     let Some(graph) = agent.index.read().graph() else {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| mneme_index::SnapshotError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         return Ok(());
     };
     let labels: std::collections::HashMap<u64, Vec<u8>> = {
@@ -73,9 +119,7 @@ pub(crate) fn save(root: &Path, agent: &Agent) -> Result<(), mneme_index::Snapsh
         path: root.to_path_buf(),
         source,
     })?;
-    graph.save(&agent_dir(root, &agent.id), &|key| {
-        labels.get(&key).cloned()
-    })
+    graph.save(&dir, &|key| labels.get(&key).cloned())
 }
 
 impl Inner {

@@ -295,6 +295,10 @@ impl Engine {
         self.inner.store.commit(batch)?;
         agent.state.write().clear();
         agent.index.write().clear();
+        // Its graph snapshot goes at the next save: forgotten vectors leave the disk.
+        agent
+            .graph_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(count)
     }
 

@@ -233,14 +233,21 @@ pub(crate) fn write_atomically(
     dir: &Path,
     write: impl FnOnce(&Path) -> Result<(), SnapshotError>,
 ) -> Result<(), SnapshotError> {
-    let tmp = dir.with_extension("tmp");
+    // Siblings named by appending to the whole name (never `with_extension`, which would
+    // give `a.b` and `a.c` the same `a.tmp`).
+    let sibling = |suffix: &str| {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        dir.with_file_name(name)
+    };
+    let tmp = sibling(".tmp");
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     write(&tmp)?;
     sync_dir(&tmp)?;
-    let old = dir.with_extension("old");
+    let old = sibling(".old");
     if dir.exists() {
         if old.exists() {
             fs::remove_dir_all(&old).map_err(io_err(&old))?;

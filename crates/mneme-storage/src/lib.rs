@@ -16,6 +16,7 @@ mod maintenance;
 mod manifest;
 mod memtable;
 mod mmap;
+pub mod names;
 mod recovery;
 pub mod sim;
 mod store;

@@ -63,6 +63,80 @@ fn best(engine: &Engine, q: &[f32]) -> f32 {
         .fold(f32::MIN, f32::max)
 }
 
+/// Where the engine keeps an agent's graph snapshot.
+fn graph_dir(data: &std::path::Path, agent: &str) -> std::path::PathBuf {
+    let name = mneme_storage::names::encode_name("a-", agent.as_bytes()).unwrap();
+    data.join("graphs").join(name)
+}
+
+/// Agent ids that are path components, differ only after a dot or only in case, or have
+/// the maximum length each get their own snapshot, restored to them alone; clearing one
+/// touches no other; nothing outside `graphs/` is ever read as a snapshot or removed.
+#[test]
+fn hostile_agent_ids_get_their_own_snapshots() {
+    let long = "L".repeat(128);
+    let agents = ["..", ".", "a.b", "a.c", "Bot", "bot", long.as_str()];
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), GraphKind::Native);
+    for (n, agent) in agents.iter().enumerate() {
+        let items = (0..300)
+            .map(|i| RememberInput {
+                content: format!("{agent} {i}"),
+                vector: Some(vector(i + 1_000 * n)),
+                ..Default::default()
+            })
+            .collect();
+        engine.remember_batch(agent, items).unwrap();
+    }
+    engine.settle_indexes();
+    engine.close().unwrap();
+    for agent in agents {
+        assert!(
+            graph_dir(dir.path(), agent).join("native.graph").exists(),
+            "{agent:?}"
+        );
+    }
+    for round in 0..2 {
+        let engine = open(dir.path(), GraphKind::Native);
+        for (n, agent) in agents.iter().enumerate() {
+            let stats = engine.stats(agent).unwrap();
+            let cleared = round == 1 && n % 2 == 0;
+            assert_eq!(
+                stats.total_memories,
+                if cleared { 0 } else { 300 },
+                "{agent:?}"
+            );
+            assert_eq!(stats.index_lag, 0, "{agent:?}: its graph was not restored");
+            assert_eq!(
+                graph_dir(dir.path(), agent).exists(),
+                !cleared,
+                "{agent:?}: snapshot after clear-all"
+            );
+            if !cleared {
+                let hits = engine
+                    .recall(
+                        agent,
+                        &RecallQuery {
+                            vector: Some(vector(7 + 1_000 * n)),
+                            top_k: 1,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                assert_eq!(hits[0].memory.content, format!("{agent} 7"));
+            }
+        }
+        if round == 0 {
+            for agent in agents.iter().step_by(2) {
+                engine.clear_all(agent).unwrap();
+            }
+            engine.snapshot_indexes();
+        }
+        engine.close().unwrap();
+    }
+    assert!(dir.path().exists());
+}
+
 #[test]
 fn graphs_are_restored_on_open_and_stale_or_damaged_snapshots_are_harmless() {
     for kind in [GraphKind::Native, GraphKind::HnswRs] {
@@ -94,7 +168,7 @@ fn graphs_are_restored_with(kind: GraphKind) {
         .map(|i| best(&engine, &vector(i * 37 + 1)))
         .collect();
     engine.close().unwrap();
-    assert!(dir.path().join("graphs/bot").join(snapshot_file).exists());
+    assert!(graph_dir(dir.path(), "bot").join(snapshot_file).exists());
 
     // Restored: no lag, same answers.
     let engine = open(dir.path(), kind);
@@ -117,7 +191,7 @@ fn graphs_are_restored_with(kind: GraphKind) {
     drop(engine);
 
     // A damaged snapshot is discarded; results are still right.
-    let data = dir.path().join("graphs/bot").join(damaged_file);
+    let data = graph_dir(dir.path(), "bot").join(damaged_file);
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -127,7 +201,7 @@ fn graphs_are_restored_with(kind: GraphKind) {
         engine.stats("bot").unwrap().index_lag > 0,
         "a damaged snapshot was used"
     );
-    assert!(!dir.path().join("graphs/bot").exists());
+    assert!(!graph_dir(dir.path(), "bot").exists());
     assert!((best(&engine, &vector(74)) - 1.0).abs() < 1e-5);
     assert!(ids_of(&engine, &vector(74)).contains(&ids[74]));
     engine.settle_indexes();
