@@ -1,15 +1,19 @@
-//! One agent's partition: its configuration, memories, session sets and vector index.
+//! One agent's partition: its configuration, memories, session sets, counters and index.
 //! Nothing here is shared between agents, so isolation does not hinge on a filter.
+//!
+//! Only [`crate::apply`] changes an [`AgentState`] (and recovery builds one from a
+//! snapshot); everything else reads it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use mneme_index::{IndexConfig, VectorIndex};
 use mneme_scoring::{Calibration, MemorySignals, MemoryType, ScoringParams, TypeParams};
 use parking_lot::{Mutex, RwLock};
 
 use crate::codec::{AccessRecord, AgentConfigRecord, MemoryRecord, ScoringRecord};
-use crate::error::{Error, Result};
 use crate::model::{Memory, Scope};
+use crate::mutation::Space;
 
 /// How an agent embeds and scores.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +86,14 @@ impl AgentConfig {
             },
         }
     }
+
+    /// The vector space of this configuration.
+    pub(crate) fn space(&self) -> Space {
+        Space {
+            embedder: self.embedder.clone(),
+            dim: self.dim as u32,
+        }
+    }
 }
 
 /// One memory held in memory (its vector lives in the index).
@@ -94,24 +106,6 @@ pub(crate) struct MemoryState {
 }
 
 impl MemoryState {
-    pub(crate) fn from_records(
-        id: &str,
-        record: MemoryRecord,
-        access: AccessRecord,
-    ) -> Result<Self> {
-        let memory_type =
-            type_from_wire(record.memory_type).ok_or_else(|| Error::CorruptRecord {
-                key: id.to_owned(),
-                reason: format!("unknown memory type {}", record.memory_type),
-            })?;
-        Ok(Self {
-            id: id.to_owned(),
-            memory_type,
-            record,
-            access,
-        })
-    }
-
     pub(crate) fn expired(&self, now_ms: i64) -> bool {
         self.record.expires_at_ms != 0 && self.record.expires_at_ms <= now_ms
     }
@@ -167,26 +161,64 @@ impl MemoryState {
             vector,
         }
     }
+
+    /// Approximate bytes this memory occupies in records on disk (for stats).
+    pub(crate) fn approx_bytes(&self, dim: usize) -> u64 {
+        let meta: usize = self
+            .record
+            .metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        (self.record.content.len()
+            + meta
+            + self.record.session_id.len()
+            + self.id.len()
+            + dim * 4
+            + 48) as u64
+    }
 }
 
 /// Text compared for deduplication: lower-cased words, punctuation and spacing ignored.
 /// Vectors alone cannot decide: "the door code is 1234" and "… 4321" embed almost
 /// identically but are different facts, and merging them would lose the newer one.
 pub(crate) fn normalized_text(content: &str) -> String {
-    content
-        .to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::with_capacity(content.len());
+    normalized_chars(content, |c| out.push(c));
+    out
 }
 
-/// In-memory hash of normalised text (never stored, so the std hasher is fine).
-pub(crate) fn text_hash(normalized: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    normalized.hash(&mut h);
-    h.finish()
+/// A stable 64-bit FNV-1a hash of [`normalized_text`], computed without building it.
+pub(crate) fn text_hash(content: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buf = [0u8; 4];
+    normalized_chars(content, |c| {
+        for b in c.encode_utf8(&mut buf).bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    });
+    h
+}
+
+/// The characters of the normalised text: each character lower-cased on its own (so the
+/// result never depends on context), alphanumeric runs kept, anything else a single space
+/// between words.
+fn normalized_chars(content: &str, mut emit: impl FnMut(char)) {
+    let mut started = false;
+    let mut gap = false;
+    for c in content.chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            if gap && started {
+                emit(' ');
+            }
+            gap = false;
+            started = true;
+            emit(c);
+        } else {
+            gap = true;
+        }
+    }
 }
 
 /// What a visibility check needs, in a dense table indexed by key: filtering a scan costs
@@ -198,45 +230,77 @@ struct KeyMeta {
     expires_at_ms: i64,
 }
 
+/// A snapshot being written: the agent as of `lsn`. Changes after it save the memory's
+/// earlier version here first (copy on write), so the snapshot stays exact while writes go
+/// on; a change too large to save that way (clear-all, a new embedder) aborts it instead.
+#[derive(Debug)]
+pub(crate) struct Capture {
+    pub(crate) lsn: u64,
+    pub(crate) config: AgentConfig,
+    pub(crate) next_key: u64,
+    /// Keys live at `lsn`.
+    pub(crate) keys: Vec<u64>,
+    /// Versions as of `lsn` of memories changed since.
+    pub(crate) saved: HashMap<u64, (MemoryState, Vec<f32>)>,
+    pub(crate) aborted: bool,
+}
+
 /// An agent's memories and the maps that make scoped reads cheap.
 #[derive(Debug)]
 pub(crate) struct AgentState {
     pub(crate) config: AgentConfig,
-    /// False until the configuration record is durable (the first write carries it).
-    pub(crate) config_persisted: bool,
     pub(crate) memories: HashMap<u64, MemoryState>,
     /// Memory id → index key, ordered (ids are time-ordered ULIDs, so this is creation order).
     pub(crate) ids: BTreeMap<String, u64>,
     /// Session → keys; agent-wide memories under "".
     pub(crate) sessions: HashMap<String, HashSet<u64>>,
-    next_key: u64,
+    /// The key the next new memory gets (keys are never reused).
+    pub(crate) next_key: u64,
     meta: Vec<Option<KeyMeta>>,
     session_numbers: HashMap<String, u32>,
+    next_session_number: u32,
     /// Hash of normalised text → keys, for deduplication.
     by_text: HashMap<u64, Vec<u64>>,
+    /// (expiry, key) of memories that expire.
+    expiries: BTreeSet<(i64, u64)>,
+    by_type: [u64; 3],
+    bytes: u64,
+    /// The last log entry applied to this agent.
+    pub(crate) applied_lsn: u64,
+    /// The first entry applied since this agent's last snapshot (`None`: clean).
+    pub(crate) dirty_since: Option<u64>,
+    pub(crate) capture: Option<Arc<Mutex<Capture>>>,
 }
 
 impl AgentState {
-    pub(crate) fn new(config: AgentConfig, config_persisted: bool) -> Self {
+    pub(crate) fn new(config: AgentConfig) -> Self {
         Self {
             config,
-            config_persisted,
             memories: HashMap::new(),
             ids: BTreeMap::new(),
             sessions: HashMap::new(),
             next_key: 0,
             meta: Vec::new(),
             session_numbers: HashMap::new(),
+            next_session_number: 0,
             by_text: HashMap::new(),
+            expiries: BTreeSet::new(),
+            by_type: [0; 3],
+            bytes: 0,
+            applied_lsn: 0,
+            dirty_since: None,
+            capture: None,
         }
     }
 
     fn session_number(&mut self, session: &str) -> u32 {
-        let next = self.session_numbers.len() as u32;
-        *self
-            .session_numbers
-            .entry(session.to_owned())
-            .or_insert(next)
+        if let Some(n) = self.session_numbers.get(session) {
+            return *n;
+        }
+        let n = self.next_session_number;
+        self.next_session_number = self.next_session_number.wrapping_add(1);
+        self.session_numbers.insert(session.to_owned(), n);
+        n
     }
 
     fn index_memory(&mut self, key: u64, m: &MemoryState) {
@@ -251,28 +315,50 @@ impl AgentState {
             expires_at_ms: m.record.expires_at_ms,
         });
         self.by_text
-            .entry(text_hash(&normalized_text(&m.record.content)))
+            .entry(text_hash(&m.record.content))
             .or_default()
             .push(key);
+        if m.record.expires_at_ms != 0 {
+            self.expiries.insert((m.record.expires_at_ms, key));
+        }
+        self.sessions
+            .entry(m.record.session_id.clone())
+            .or_default()
+            .insert(key);
+        self.by_type[usize::from(type_to_wire(m.memory_type) - 1)] += 1;
+        self.bytes += m.approx_bytes(self.config.dim);
     }
 
     fn unindex_memory(&mut self, key: u64, m: &MemoryState) {
         if let Some(slot) = self.meta.get_mut(key as usize) {
             *slot = None;
         }
-        let h = text_hash(&normalized_text(&m.record.content));
+        let h = text_hash(&m.record.content);
         if let Some(keys) = self.by_text.get_mut(&h) {
             keys.retain(|k| *k != key);
             if keys.is_empty() {
                 self.by_text.remove(&h);
             }
         }
+        if m.record.expires_at_ms != 0 {
+            self.expiries.remove(&(m.record.expires_at_ms, key));
+        }
+        let session = &m.record.session_id;
+        if let Some(keys) = self.sessions.get_mut(session) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.sessions.remove(session);
+                self.session_numbers.remove(session);
+            }
+        }
+        self.by_type[usize::from(type_to_wire(m.memory_type) - 1)] -= 1;
+        self.bytes = self.bytes.saturating_sub(m.approx_bytes(self.config.dim));
     }
 
-    /// Keys whose normalised text hashes like `normalized` (callers compare the text).
-    pub(crate) fn same_text_keys(&self, normalized: &str) -> &[u64] {
+    /// Keys whose normalised text hashes like `content`'s (callers compare the text).
+    pub(crate) fn same_text_keys(&self, content: &str) -> &[u64] {
         self.by_text
-            .get(&text_hash(normalized))
+            .get(&text_hash(content))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -316,39 +402,27 @@ impl AgentState {
         }
     }
 
-    /// Inserts or replaces a memory; returns its index key.
-    pub(crate) fn put(&mut self, memory: MemoryState) -> u64 {
-        let key = match self.ids.get(&memory.id) {
-            Some(key) => {
-                let key = *key;
-                if let Some(old) = self.memories.remove(&key) {
-                    self.unlink_session(&old.record.session_id, key);
-                    self.unindex_memory(key, &old);
-                }
-                key
-            }
-            None => {
-                let key = self.next_key;
-                self.next_key += 1;
-                self.ids.insert(memory.id.clone(), key);
-                key
-            }
-        };
-        self.sessions
-            .entry(memory.record.session_id.clone())
-            .or_default()
-            .insert(key);
+    /// Inserts a memory under a key it does not have yet.
+    pub(crate) fn insert(&mut self, key: u64, memory: MemoryState) {
+        self.ids.insert(memory.id.clone(), key);
         self.index_memory(key, &memory);
         self.memories.insert(key, memory);
-        key
+        self.next_key = self.next_key.max(key + 1);
     }
 
-    fn unlink_session(&mut self, session: &str, key: u64) {
-        if let Some(keys) = self.sessions.get_mut(session) {
-            keys.remove(&key);
-            if keys.is_empty() {
-                self.sessions.remove(session);
-            }
+    /// Replaces the memory under `key` (same id).
+    pub(crate) fn replace(&mut self, key: u64, memory: MemoryState) {
+        if let Some(old) = self.memories.remove(&key) {
+            self.unindex_memory(key, &old);
+        }
+        self.index_memory(key, &memory);
+        self.memories.insert(key, memory);
+    }
+
+    /// Changes only the access counters of `key` (nothing indexed depends on them).
+    pub(crate) fn set_access(&mut self, key: u64, access: AccessRecord) {
+        if let Some(m) = self.memories.get_mut(&key) {
+            m.access = access;
         }
     }
 
@@ -356,22 +430,54 @@ impl AgentState {
     pub(crate) fn remove(&mut self, key: u64) -> Option<MemoryState> {
         let memory = self.memories.remove(&key)?;
         self.ids.remove(&memory.id);
-        self.unlink_session(&memory.record.session_id, key);
         self.unindex_memory(key, &memory);
         Some(memory)
     }
 
-    /// Removes every memory.
+    /// Removes every memory (keys are not reused afterwards).
     pub(crate) fn clear(&mut self) {
         self.memories.clear();
         self.ids.clear();
         self.sessions.clear();
         self.meta.clear();
+        self.session_numbers.clear();
         self.by_text.clear();
+        self.expiries.clear();
+        self.by_type = [0; 3];
+        self.bytes = 0;
     }
 
     pub(crate) fn key_of(&self, id: &str) -> Option<u64> {
         self.ids.get(id).copied()
+    }
+
+    /// Keys of memories that expired at or before `at_ms`.
+    pub(crate) fn expired_keys(&self, at_ms: i64) -> Vec<u64> {
+        self.expiries
+            .range(..=(at_ms, u64::MAX))
+            .map(|(_, k)| *k)
+            .collect()
+    }
+
+    /// The earliest expiry of any memory.
+    pub(crate) fn next_expiry(&self) -> Option<i64> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+
+    /// Live memories by type (episodic, semantic, procedural), counting expired-but-not-yet-
+    /// swept ones out, and approximate bytes. O(expired), not O(memories).
+    pub(crate) fn counts(&self, now_ms: i64) -> ([u64; 3], HashMap<&str, u64>, u64) {
+        let mut by_type = self.by_type;
+        let mut bytes = self.bytes;
+        let mut expired_by_session: HashMap<&str, u64> = HashMap::new();
+        for (_, key) in self.expiries.range(..=(now_ms, u64::MAX)) {
+            if let Some(m) = self.memories.get(key) {
+                by_type[usize::from(type_to_wire(m.memory_type) - 1)] -= 1;
+                bytes = bytes.saturating_sub(m.approx_bytes(self.config.dim));
+                *expired_by_session.entry(&m.record.session_id).or_default() += 1;
+            }
+        }
+        (by_type, expired_by_session, bytes)
     }
 
     /// About how many memories a scope can see (for the planner).
@@ -389,12 +495,11 @@ impl AgentState {
     }
 }
 
-/// One agent: its write lock (serialising its writes so memory and log apply in the same
-/// order), its state and its index. Reads take only the read locks.
+/// One agent: its state and its index, each behind a lock. Writes to both happen only in
+/// [`crate::apply`], in log order; reads take only the read locks.
 #[derive(Debug)]
 pub(crate) struct Agent {
     pub(crate) id: String,
-    pub(crate) write: Mutex<()>,
     pub(crate) state: RwLock<AgentState>,
     pub(crate) index: RwLock<VectorIndex>,
     /// The graph changed since its last snapshot.
@@ -403,15 +508,35 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    pub(crate) fn new(id: &str, config: AgentConfig, persisted: bool, index: IndexConfig) -> Self {
+    pub(crate) fn new(id: &str, config: AgentConfig, index: IndexConfig) -> Self {
         let dim = config.dim;
         Self {
             id: id.to_owned(),
-            write: Mutex::new(()),
-            state: RwLock::new(AgentState::new(config, persisted)),
+            state: RwLock::new(AgentState::new(config)),
             index: RwLock::new(VectorIndex::new(dim, index)),
             graph_dirty: std::sync::atomic::AtomicBool::new(false),
             graph_saved_at: Mutex::new(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_hash_is_the_hash_of_the_normalised_text() {
+        for (a, b) in [
+            ("User prefers formal tone", "user prefers   FORMAL tone!"),
+            ("Ünïcode Straße", "ünïcode straße"),
+            ("  lead and trail ", "lead and trail"),
+            ("ΟΔΟΣ İstanbul", "οδοσ i̇stanbul"),
+        ] {
+            assert_eq!(normalized_text(a), normalized_text(b));
+            assert_eq!(text_hash(a), text_hash(b), "{a:?} vs {b:?}");
+        }
+        assert_ne!(text_hash("door code 1234"), text_hash("door code 4321"));
+        assert_ne!(text_hash("ab c"), text_hash("a bc"));
+        assert_eq!(normalized_text(" Hello, World! "), "hello world");
     }
 }

@@ -1,10 +1,11 @@
-//! [`Engine`]: opening a data directory, the agent map, and the background worker that
-//! grows vector graphs, persists access counts and sweeps expired memories.
+//! [`Engine`]: opening a data directory (agent snapshots, then the log after them), the
+//! agent map, submitting mutations, checkpoints, and the background worker that grows
+//! vector graphs, logs access counts, sweeps expired memories and checkpoints.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,12 @@ use mneme_scoring::ScoringParams;
 use mneme_storage::{Options, Store};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::agent::{Agent, AgentConfig, AgentState, MemoryState};
+use crate::agent::{Agent, AgentConfig};
+use crate::apply::Outcome;
 use crate::clock::{Clock, SystemClock};
-use crate::codec::{self, AccessRecord, AgentConfigRecord, MemoryRecord, RecordKind};
 use crate::embed::{CLIENT_EMBEDDER_ID, Embedder, Embedders};
 use crate::error::{Error, Result};
+use crate::mutation::{Entry, Mutation};
 
 /// A new memory is a duplicate of an existing one in the same agent, session and type when
 /// their vectors have at least this cosine *and* their texts are equal up to case,
@@ -46,7 +48,15 @@ pub struct EngineConfig {
     pub background: bool,
     /// How often expired memories are physically deleted.
     pub ttl_sweep_interval: Duration,
+    /// The background worker checkpoints (snapshots changed agents and retires the log
+    /// they cover) once the log holds this many bytes, or a quarter of the snapshots'
+    /// size if that is more (up to [`CHECKPOINT_WAL_BYTES_MAX`]): a restart then replays
+    /// at most about that much.
+    pub checkpoint_wal_bytes: u64,
 }
+
+/// The log never grows past this many bytes before a checkpoint is due.
+pub const CHECKPOINT_WAL_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -60,6 +70,7 @@ impl Default for EngineConfig {
             recall_window_max: 4_096,
             background: true,
             ttl_sweep_interval: Duration::from_secs(10),
+            checkpoint_wal_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -79,6 +90,10 @@ pub(crate) struct Inner {
     pub(crate) graphs_dir: Option<std::path::PathBuf>,
     pub(crate) agents: RwLock<HashMap<String, Arc<Agent>>>,
     pub(crate) touches: Mutex<Vec<Touch>>,
+    /// Every entry at or below this LSN has been applied.
+    pub(crate) applied_lsn: AtomicU64,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
     closed: AtomicBool,
     wake: Mutex<()>,
     wake_cv: Condvar,
@@ -116,8 +131,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens (or creates) the engine's data directory and loads every agent.
-    /// Vector graphs are snapshotted under `dir/graphs` and restored from there.
+    /// Opens (or creates) the engine's data directory: loads every agent's snapshot, then
+    /// replays the log after them. Vector graphs are snapshotted under `dir/graphs` and
+    /// restored from there.
     pub fn open(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self> {
         let store = Store::open(dir.as_ref(), config.storage.clone())?;
         Self::build(store, config, Some(dir.as_ref().join("graphs")))
@@ -134,23 +150,35 @@ impl Engine {
         config: EngineConfig,
         graphs_dir: Option<std::path::PathBuf>,
     ) -> Result<Self> {
-        let agents = load_agents(&store, &config)?;
-        if let Some(root) = &graphs_dir {
-            crate::graphs::remove_strays(root);
-            for agent in agents.values() {
-                crate::graphs::restore(root, agent, &config.index);
-            }
-        }
+        let agents = load_snapshots(&store, config.index)?;
+        let applied = agents
+            .values()
+            .map(|a| a.state.read().applied_lsn)
+            .max()
+            .unwrap_or(0);
         let inner = Arc::new(Inner {
             store,
             config,
             graphs_dir,
             agents: RwLock::new(agents),
             touches: Mutex::new(Vec::new()),
+            applied_lsn: AtomicU64::new(applied),
+            checkpointing: Mutex::new(()),
             closed: AtomicBool::new(false),
             wake: Mutex::new(()),
             wake_cv: Condvar::new(),
         });
+        inner.store.replay(&mut |e| {
+            let entry = crate::mutation::decode(e.payload)?;
+            inner.apply(e.lsn, &entry);
+            Ok(())
+        })?;
+        if let Some(root) = &inner.graphs_dir {
+            crate::graphs::remove_strays(root);
+            for agent in inner.agents_snapshot() {
+                crate::graphs::restore(root, &agent, &inner.config.index);
+            }
+        }
         // Graphs of large agents are built by the worker; until then recall scans exactly.
         let worker = inner.config.background.then(|| {
             let inner = Arc::clone(&inner);
@@ -166,18 +194,33 @@ impl Engine {
         Ok(Self { inner, worker })
     }
 
-    /// Writes pending access counts, checkpoints and syncs; returns storage errors.
+    /// Logs `entry` and applies it once it is durable; returns what applying it did. This
+    /// is the only way state changes.
+    pub(crate) fn submit(&self, entry: Entry) -> Result<Outcome> {
+        self.inner.submit(entry)
+    }
+
+    /// Logs pending access counts and syncs.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush_touches()?;
         self.inner.store.sync()?;
         Ok(())
     }
 
-    /// Compacts storage now: deleted and expired memories' bytes leave the disk.
+    /// Physically removes what was deleted: sweeps expired memories, then snapshots every
+    /// changed agent and retires the whole log before it, so deleted memories' bytes leave
+    /// the disk (graph snapshots are rewritten by [`Engine::snapshot_indexes`]).
     pub fn compact(&self) -> Result<()> {
         self.inner.sweep_expired()?;
-        self.inner.store.compact()?;
+        self.inner.flush_touches()?;
+        self.inner.checkpoint()?;
         Ok(())
+    }
+
+    /// Snapshots every agent that changed and retires the log they cover (the worker does
+    /// this when the log grows; `close` does it on the way out).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint()
     }
 
     /// Physically deletes expired memories now (the background worker does it periodically).
@@ -210,7 +253,12 @@ impl Engine {
         self.inner.store.stats()
     }
 
-    /// Ids of every agent with a configuration.
+    /// The LSN up to which every logged entry has been applied.
+    pub fn applied_lsn(&self) -> u64 {
+        self.inner.applied_lsn.load(Ordering::SeqCst)
+    }
+
+    /// Ids of every agent, sorted.
     pub fn agent_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.inner.agents.read().keys().cloned().collect();
         ids.sort();
@@ -222,11 +270,15 @@ impl Engine {
         &self.inner.config.embedders
     }
 
-    /// Stops the worker, persists access counts and syncs everything.
+    /// Stops the worker, logs access counts, checkpoints (so that the next open replays
+    /// nothing) and syncs everything.
     pub fn close(mut self) -> Result<()> {
         self.stop_worker();
         self.inner.save_graphs(true);
-        self.flush()
+        self.inner.flush_touches()?;
+        self.inner.checkpoint()?;
+        self.inner.store.sync()?;
+        Ok(())
     }
 
     fn stop_worker(&mut self) {
@@ -263,17 +315,27 @@ impl Inner {
         self.agents.read().values().cloned().collect()
     }
 
-    /// The agent, created in memory with the configuration its first write implies (the
-    /// configuration becomes durable with that write).
-    pub(crate) fn agent_for_write(
-        &self,
-        id: &str,
-        client_dim: Option<usize>,
-    ) -> Result<Arc<Agent>> {
+    /// Logs `entry` and applies it in log order once durable.
+    pub(crate) fn submit(self: &Arc<Self>, entry: Entry) -> Result<Outcome> {
+        let payload = crate::mutation::encode(&entry);
+        let inner = Arc::clone(self);
+        let (_, outcome) = self
+            .store
+            .commit(payload, move |lsn| inner.apply(lsn, &entry))?;
+        Ok(outcome)
+    }
+
+    /// The configuration an agent has, or would get from its first write (with
+    /// client-supplied vectors of `client_dim` dimensions, or the default embedder).
+    pub(crate) fn config_for_write(&self, id: &str, client_dim: Option<usize>) -> AgentConfig {
         if let Some(agent) = self.agent(id) {
-            return Ok(agent);
+            return agent.state.read().config.clone();
         }
-        let config = match client_dim {
+        self.default_config(client_dim)
+    }
+
+    pub(crate) fn default_config(&self, client_dim: Option<usize>) -> AgentConfig {
+        match client_dim {
             Some(dim) => AgentConfig {
                 embedder: CLIENT_EMBEDDER_ID.to_owned(),
                 dim,
@@ -289,12 +351,7 @@ impl Inner {
                     scoring: ScoringParams::default(),
                 }
             }
-        };
-        let mut agents = self.agents.write();
-        let agent = agents
-            .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(Agent::new(id, config, false, self.config.index)));
-        Ok(Arc::clone(agent))
+        }
     }
 
     /// The embedder of an agent, or why text cannot be embedded for it.
@@ -335,6 +392,110 @@ impl Inner {
     pub(crate) fn queue_touch(&self, touch: Touch) {
         self.touches.lock().push(touch);
     }
+
+    /// Logs queued access counts (one entry per agent per flush).
+    pub(crate) fn flush_touches(self: &Arc<Self>) -> Result<()> {
+        let touches = std::mem::take(&mut *self.touches.lock());
+        let mut by_agent: BTreeMap<String, (i64, BTreeMap<String, u32>)> = BTreeMap::new();
+        for t in touches {
+            let (at, hits) = by_agent.entry(t.agent).or_default();
+            *at = (*at).max(t.at_ms);
+            for id in t.ids {
+                *hits.entry(id).or_default() += 1;
+            }
+        }
+        for (agent, (at_ms, hits)) in by_agent {
+            self.submit(Entry {
+                agent,
+                mutation: Mutation::Touch {
+                    at_ms,
+                    hits: hits.into_iter().collect(),
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Deletes expired memories durably; returns how many.
+    pub(crate) fn sweep_expired(self: &Arc<Self>) -> Result<u64> {
+        let now = self.now_ms();
+        let mut total = 0;
+        for agent in self.agents_snapshot() {
+            let due = agent.state.read().next_expiry().is_some_and(|t| t <= now);
+            if !due {
+                continue;
+            }
+            let outcome = self.submit(Entry {
+                agent: agent.id.clone(),
+                mutation: Mutation::Expire { at_ms: now },
+            })?;
+            if let Outcome::Count(n) = outcome {
+                total += n;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Snapshots every agent that changed since its last snapshot, installs the snapshots
+    /// and retires the log entries no agent needs any more.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let _one = self.checkpointing.lock();
+        let mut taken = Vec::new();
+        let mut written = Vec::new();
+        let mut failure = None;
+        for agent in self.agents_snapshot() {
+            let Some(taking) = crate::snapshot::begin(&agent) else {
+                continue;
+            };
+            match crate::snapshot::write(&self.store, &agent, &taking) {
+                Ok(Some(snapshot)) => {
+                    written.push(snapshot);
+                    taken.push((agent, taking));
+                }
+                Ok(None) => crate::snapshot::end(&agent, &taking, false),
+                Err(err) => {
+                    crate::snapshot::end(&agent, &taking, false);
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        let installed = match failure {
+            Some(err) => Err(err),
+            None => {
+                // Entries below this are in some snapshot: an agent that changed since its
+                // capture is dirty since its first entry after it; nothing unapplied is
+                // below `applied + 1`.
+                let applied = self.applied_lsn.load(Ordering::SeqCst);
+                let retain_from = self
+                    .agents_snapshot()
+                    .iter()
+                    .filter_map(|a| a.state.read().dirty_since)
+                    .min()
+                    .unwrap_or(applied + 1)
+                    .min(applied + 1);
+                self.store
+                    .install(written, retain_from)
+                    .map_err(Error::from)
+            }
+        };
+        let ok = installed.is_ok();
+        for (agent, taking) in &taken {
+            crate::snapshot::end(agent, taking, ok);
+        }
+        installed
+    }
+
+    /// True when the log has grown enough since the last checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        let stats = self.store.stats();
+        let threshold = self
+            .config
+            .checkpoint_wal_bytes
+            .max(stats.snapshot_bytes / 4)
+            .min(CHECKPOINT_WAL_BYTES_MAX.max(self.config.checkpoint_wal_bytes));
+        stats.wal_bytes >= threshold
+    }
 }
 
 fn background(inner: &Arc<Inner>) {
@@ -364,78 +525,61 @@ fn background(inner: &Arc<Inner>) {
             let _ = inner.sweep_expired();
             last_sweep = Instant::now();
         }
-    }
-}
-
-#[derive(Default)]
-struct Loading {
-    config: Option<AgentConfigRecord>,
-    memories: HashMap<String, MemoryRecord>,
-    vectors: HashMap<String, Vec<f32>>,
-    access: HashMap<String, AccessRecord>,
-}
-
-fn load_agents(store: &Store, config: &EngineConfig) -> Result<HashMap<String, Arc<Agent>>> {
-    let mut loading: HashMap<String, Loading> = HashMap::new();
-    for (key, value) in store.scan_prefix(codec::AGENTS_PREFIX) {
-        let Some((agent, kind, id)) = codec::parse_key(&key) else {
-            return Err(Error::CorruptRecord {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: "unrecognised key".into(),
-            });
-        };
-        let slot = loading.entry(agent.to_owned()).or_default();
-        match kind {
-            RecordKind::Config => slot.config = Some(codec::decode(&key, &value)?),
-            RecordKind::Memory => {
-                slot.memories
-                    .insert(id.to_owned(), codec::decode(&key, &value)?);
-            }
-            RecordKind::Vector => {
-                slot.vectors
-                    .insert(id.to_owned(), codec::decode_vector(&key, &value)?);
-            }
-            RecordKind::Access => {
-                slot.access
-                    .insert(id.to_owned(), codec::decode(&key, &value)?);
-            }
-        }
-    }
-    let mut agents = HashMap::new();
-    for (name, mut slot) in loading {
-        let Some(record) = slot.config else {
-            if slot.memories.is_empty() {
-                continue;
-            }
-            return Err(Error::CorruptRecord {
-                key: name,
-                reason: "memories without an agent configuration".into(),
-            });
-        };
-        let agent_config = AgentConfig::from_record(&record);
-        let agent = Agent::new(&name, agent_config, true, config.index);
+        if inner.store.poisoned().is_none()
+            && inner.checkpoint_due()
+            && let Err(err) = inner.checkpoint()
         {
-            let mut state: parking_lot::RwLockWriteGuard<'_, AgentState> = agent.state.write();
-            let mut index = agent.index.write();
-            for (id, memory) in slot.memories {
-                let vector = slot
-                    .vectors
-                    .remove(&id)
-                    .ok_or_else(|| Error::CorruptRecord {
-                        key: format!("{name}/{id}"),
-                        reason: "memory without a vector".into(),
-                    })?;
-                let access = slot.access.remove(&id).unwrap_or_default();
-                let key = state.put(MemoryState::from_records(&id, memory, access)?);
-                index
-                    .insert(key, &vector)
-                    .map_err(|e| Error::CorruptRecord {
-                        key: format!("{name}/{id}"),
-                        reason: e.to_string(),
-                    })?;
-            }
+            tracing::warn!(%err, "checkpoint failed");
         }
-        agents.insert(name, Arc::new(agent));
+    }
+}
+
+/// Loads every agent snapshot the store lists, on every core.
+fn load_snapshots(store: &Store, index: IndexConfig) -> Result<HashMap<String, Arc<Agent>>> {
+    let snapshots = store.snapshots();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(snapshots.len().max(1));
+    let results: Mutex<Vec<Result<Agent>>> = Mutex::new(Vec::with_capacity(snapshots.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(s) = snapshots.get(i) else { break };
+                    let loaded = load_one(store, s, index);
+                    results.lock().push(loaded);
+                }
+            });
+        }
+    });
+    let mut agents = HashMap::new();
+    for agent in results.into_inner() {
+        let agent = agent?;
+        agents.insert(agent.id.clone(), Arc::new(agent));
     }
     Ok(agents)
+}
+
+fn load_one(store: &Store, s: &mneme_storage::SnapshotRef, index: IndexConfig) -> Result<Agent> {
+    let path = store
+        .dir()
+        .join(mneme_storage::snapshot_file_name(s.file_id));
+    let corrupt = |offset: u64, reason: String| {
+        Error::Storage(mneme_storage::Error::Corruption {
+            path: path.clone(),
+            offset,
+            reason,
+        })
+    };
+    let id = crate::snapshot::agent_of_tag(&s.tag)
+        .ok_or_else(|| corrupt(0, "the manifest names a snapshot that is no agent's".into()))?;
+    let bytes = store.read_snapshot(s)?;
+    let loaded = crate::snapshot::load(bytes.bytes(), id, s.lsn, index)
+        .map_err(|(offset, reason)| corrupt(offset, reason))?;
+    let agent = Agent::new(&loaded.agent, loaded.state.config.clone(), index);
+    *agent.state.write() = loaded.state;
+    *agent.index.write() = loaded.index;
+    Ok(agent)
 }

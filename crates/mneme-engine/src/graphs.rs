@@ -106,15 +106,19 @@ pub(crate) fn save(root: &Path, agent: &Agent) -> Result<(), mneme_index::Snapsh
         }
         return Ok(());
     };
-    let labels: std::collections::HashMap<u64, Vec<u8>> = {
+    // Labels are read a block at a time, so that no lock is held long; a memory that
+    // changes meanwhile gets a label that no longer resolves and is re-absorbed on load.
+    let keys: Vec<u64> = agent.state.read().memories.keys().copied().collect();
+    let mut labels = std::collections::HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(4_096) {
         let state = agent.state.read();
         let index = agent.index.read();
-        state
-            .memories
-            .iter()
-            .filter_map(|(key, m)| index.get(*key).map(|v| (*key, label(&m.id, v))))
-            .collect()
-    };
+        for key in chunk {
+            if let (Some(m), Some(v)) = (state.memories.get(key), index.get(*key)) {
+                labels.insert(*key, label(&m.id, v));
+            }
+        }
+    }
     std::fs::create_dir_all(root).map_err(|source| mneme_index::SnapshotError::Io {
         path: root.to_path_buf(),
         source,

@@ -6,9 +6,15 @@
 //! import, per-agent configuration. Agents are separate partitions; sessions scope reads.
 //! Every write is durable when the call returns (with the default storage options).
 //!
+//! State is a function of the log: every write becomes one [`mutation::Entry`], logged
+//! and then applied by [`apply`] in log order — the same function recovery and replicas
+//! use. Agents are snapshotted with the LSN they reflect; a restart loads the snapshots and
+//! replays only the log after them.
+//!
 //! See [`Engine`] for an example, and `examples/quickstart.rs`.
 
 mod agent;
+pub mod apply;
 mod clock;
 mod codec;
 pub mod embed;
@@ -18,12 +24,15 @@ mod graphs;
 mod ids;
 pub mod limits;
 mod model;
+pub mod mutation;
 mod read;
+mod snapshot;
 mod transfer;
 mod write;
 
+pub use apply::Outcome;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{DEDUP_COSINE_MIN, Engine, EngineConfig};
+pub use engine::{CHECKPOINT_WAL_BYTES_MAX, DEDUP_COSINE_MIN, Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use graphs::GRAPH_SNAPSHOT_INTERVAL;
 pub use mneme_index::{GraphKind, IndexConfig};

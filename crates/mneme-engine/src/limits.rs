@@ -41,6 +41,12 @@ pub const PAGE_SIZE_MAX: usize = 1_000;
 pub const PAGE_SIZE_DEFAULT: usize = 50;
 /// Most memory types named in a filter.
 pub const MEMORY_TYPES_MAX: usize = 3;
+/// Most memories one agent holds (the native graph addresses points with `u32`).
+pub const MEMORIES_PER_AGENT_MAX: usize = 1 << 31;
+/// Length of a memory id (a ULID).
+pub const MEMORY_ID_BYTES: usize = 26;
+/// Most bytes of a client value echoed back in an error message.
+pub const ECHO_BYTES_MAX: usize = 64;
 
 const _: () = assert!(TOP_K_DEFAULT <= TOP_K_MAX);
 const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
@@ -71,6 +77,38 @@ pub fn check_agent_id(agent_id: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A short, printable prefix of a client-supplied value, for error messages (never the
+/// whole value: a 1 MB id must not become a 1 MB response header).
+pub fn echo(value: &str) -> String {
+    let mut end = value.len().min(ECHO_BYTES_MAX);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    let shown: String = value[..end]
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if end < value.len() {
+        format!("{shown:?}… ({} bytes)", value.len())
+    } else {
+        format!("{shown:?}")
+    }
+}
+
+/// Memory ids: the 26-character ULIDs the engine assigns.
+pub fn check_memory_id(field: &str, id: &str) -> Result<()> {
+    if crate::ids::is_memory_id(id) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        field,
+        format!(
+            "{} is not a memory id (26 characters of Crockford base32)",
+            echo(id)
+        ),
+    ))
 }
 
 /// Session ids: up to 128 bytes of printable text (empty = agent-wide).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mneme_index::{Filter, Hit};
 use mneme_scoring::{MemoryType, Scored, rank, score, window_is_exact};
 
-use crate::agent::{Agent, AgentState, MemoryState};
+use crate::agent::{Agent, AgentState};
 use crate::engine::{Engine, Inner, Touch};
 use crate::error::{Error, Result};
 use crate::limits::{
@@ -242,6 +242,7 @@ impl Engine {
     /// One memory by id (`Ok(None)` when absent or expired).
     pub fn get(&self, agent_id: &str, id: &str, include_vector: bool) -> Result<Option<Memory>> {
         limits::check_agent_id(agent_id)?;
+        limits::check_memory_id("id", id)?;
         let Some(agent) = self.inner.agent(agent_id) else {
             return Ok(None);
         };
@@ -313,12 +314,13 @@ impl Engine {
         })
     }
 
-    /// Counts by type and session, dimensions, sizes.
+    /// Counts by type and session, dimensions, sizes. O(sessions + expired-not-yet-swept),
+    /// never a walk over every memory.
     pub fn stats(&self, agent_id: &str) -> Result<AgentStats> {
         limits::check_agent_id(agent_id)?;
         let store_bytes = {
             let s = self.inner.store.stats();
-            s.wal_bytes + s.log_bytes
+            s.wal_bytes + s.snapshot_bytes
         };
         let Some(agent) = self.inner.agent(agent_id) else {
             return Ok(AgentStats {
@@ -327,38 +329,35 @@ impl Engine {
             });
         };
         let now = self.inner.now_ms();
+        let index_lag = agent.index.read().tail_len() as u64;
         let state = agent.state.read();
+        let (by_type, expired_by_session, agent_bytes) = state.counts(now);
         let mut stats = AgentStats {
             dimensions: state.config.dim as u32,
             embedder: state.config.embedder.clone(),
             store_bytes_on_disk: store_bytes,
-            index_lag: agent.index.read().tail_len() as u64,
+            index_lag,
+            agent_bytes,
+            total_memories: by_type.iter().sum(),
             ..AgentStats::default()
         };
-        for m in state.memories.values().filter(|m| !m.expired(now)) {
-            stats.total_memories += 1;
-            *stats
-                .by_type
-                .entry(m.memory_type.name().to_owned())
-                .or_default() += 1;
-            *stats
-                .by_session
-                .entry(m.record.session_id.clone())
-                .or_default() += 1;
-            stats.agent_bytes += approx_bytes(m, state.config.dim);
+        for (t, n) in MemoryType::ALL.iter().zip(by_type) {
+            if n > 0 {
+                stats.by_type.insert(t.name().to_owned(), n);
+            }
+        }
+        for (session, keys) in &state.sessions {
+            let expired = expired_by_session
+                .get(session.as_str())
+                .copied()
+                .unwrap_or(0);
+            let live = keys.len() as u64 - expired;
+            if live > 0 {
+                stats.by_session.insert(session.clone(), live);
+            }
         }
         Ok(stats)
     }
-}
-
-fn approx_bytes(m: &MemoryState, dim: usize) -> u64 {
-    let meta: usize = m
-        .record
-        .metadata
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    (m.record.content.len() + meta + m.record.session_id.len() + dim * 4 + 3 * 24 + 3 * 64) as u64
 }
 
 /// Estimated tokens of a text: ⌈characters / 4⌉ (the usual rule of thumb for English with

@@ -7,15 +7,16 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
 
 use mneme_index::distance::normalize;
-use mneme_storage::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentConfig, MemoryState, type_from_wire, type_to_wire};
-use crate::codec::{self, AccessRecord, MemoryRecord, RecordKind};
+use crate::agent::{MemoryState, type_to_wire};
+use crate::apply::Outcome;
+use crate::codec::{AccessRecord, MemoryRecord};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::is_memory_id;
 use crate::limits;
+use crate::mutation::{Entry, Import, ImportedMemory, Mutation, Space};
 
 /// Version of the export format.
 pub const EXPORT_FORMAT_VERSION: u32 = 1;
@@ -165,7 +166,7 @@ impl Engine {
                 ),
             ));
         }
-        let agent = self.import_target(agent_id, &header)?;
+        let (create, space) = self.import_space(agent_id, &header)?;
         let mut total = 0u64;
         loop {
             let mut chunk = Vec::with_capacity(IMPORT_BATCH);
@@ -181,82 +182,71 @@ impl Engine {
             if chunk.is_empty() {
                 break;
             }
-            let _write = agent.write.lock();
-            let mut batch = WriteBatch::new();
-            if !agent.state.read().config_persisted {
-                let record = agent.state.read().config.to_record();
-                batch.put(codec::config_key(agent_id), codec::encode(&record))?;
+            let entry = Entry {
+                agent: agent_id.to_owned(),
+                mutation: Mutation::Import(Import {
+                    create: create.clone(),
+                    space: space.clone(),
+                    memories: chunk,
+                }),
+            };
+            match crate::write::accepted(self.submit(entry)?)? {
+                Outcome::Count(n) => total += n,
+                other => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "unexpected outcome {other:?}"
+                    )));
+                }
             }
-            for (m, v) in &chunk {
-                batch.put(
-                    codec::memory_key(agent_id, RecordKind::Memory, &m.id),
-                    codec::encode(&m.record),
-                )?;
-                batch.put(
-                    codec::memory_key(agent_id, RecordKind::Vector, &m.id),
-                    codec::encode_vector(v),
-                )?;
-                batch.put(
-                    codec::memory_key(agent_id, RecordKind::Access, &m.id),
-                    codec::encode(&m.access),
-                )?;
-            }
-            self.inner.store.commit(batch)?;
-            let mut state = agent.state.write();
-            let mut index = agent.index.write();
-            state.config_persisted = true;
-            for (m, v) in chunk {
-                let key = state.put(m);
-                index
-                    .insert(key, &v)
-                    .map_err(|e| Error::invalid("import", e.to_string()))?;
-                total += 1;
-            }
-            drop((state, index));
             progress(total);
         }
         Ok(total)
     }
 
-    fn import_target(
+    /// The configuration an import creates its agent with, and the space of its vectors.
+    /// An existing agent with memories must already be in that space.
+    fn import_space(
         &self,
         agent_id: &str,
         header: &ExportHeader,
-    ) -> Result<std::sync::Arc<crate::agent::Agent>> {
-        let client_dim =
-            (header.embedder == crate::embed::CLIENT_EMBEDDER_ID).then_some(header.dim);
-        if client_dim.is_none() && self.inner.config.embedders.get(&header.embedder).is_none() {
+    ) -> Result<(crate::codec::AgentConfigRecord, Space)> {
+        let client = header.embedder == crate::embed::CLIENT_EMBEDDER_ID;
+        let embedder = self.inner.config.embedders.get(&header.embedder);
+        if !client && embedder.is_none() {
             return Err(Error::FailedPrecondition(format!(
                 "the export was made with embedder {:?}, which this server does not offer",
                 header.embedder
             )));
         }
-        let existed = self.inner.agent(agent_id).is_some();
-        let agent = self.inner.agent_for_write(agent_id, client_dim)?;
-        let mut state = agent.state.write();
-        if state.config.embedder != header.embedder || state.config.dim != header.dim {
-            if existed && !state.memories.is_empty() {
+        let space = Space {
+            embedder: header.embedder.clone(),
+            dim: header.dim as u32,
+        };
+        if let Some(agent) = self.inner.agent(agent_id) {
+            let state = agent.state.read();
+            if state.config.space() != space && !state.memories.is_empty() {
                 return Err(Error::FailedPrecondition(format!(
                     "agent {agent_id:?} uses {:?} ({} dims); the export uses {:?} ({} dims)",
                     state.config.embedder, state.config.dim, header.embedder, header.dim
                 )));
             }
-            let calibration = match self.inner.config.embedders.get(&header.embedder) {
-                Some(e) => e.calibration(),
-                None => mneme_scoring::Calibration::UNKNOWN,
-            };
-            state.config = AgentConfig {
-                embedder: header.embedder.clone(),
-                dim: header.dim,
-                calibration,
-                scoring: state.config.scoring,
-            };
-            state.config_persisted = false;
-            *agent.index.write() =
-                mneme_index::VectorIndex::new(header.dim, self.inner.config.index);
         }
-        drop(state);
-        Ok(agent)
+        let mut config = self.inner.default_config(client.then_some(header.dim));
+        if let Some(e) = embedder {
+            config.embedder = e.id().to_owned();
+            config.dim = e.dim();
+            config.calibration = e.calibration();
+        }
+        if config.dim != header.dim {
+            return Err(Error::invalid(
+                "import",
+                format!(
+                    "the export's dimension {} is not embedder {:?}'s {}",
+                    header.dim, header.embedder, config.dim
+                ),
+            ));
+        }
+        Ok((config.to_record(), space))
     }
 }
 
@@ -278,7 +268,7 @@ fn export_line(m: &MemoryState, v: &[f32]) -> ExportedMemory {
     }
 }
 
-fn import_memory(m: ExportedMemory, dim: usize, line: usize) -> Result<(MemoryState, Vec<f32>)> {
+fn import_memory(m: ExportedMemory, dim: usize, line: usize) -> Result<ImportedMemory> {
     let at = |field: &str| format!("line {line}: {field}");
     let bad = |e: Error| match e {
         Error::InvalidArgument { field, reason } => {
@@ -289,7 +279,7 @@ fn import_memory(m: ExportedMemory, dim: usize, line: usize) -> Result<(MemorySt
     if !is_memory_id(&m.id) {
         return Err(Error::invalid(
             "import",
-            format!("{} {:?} is not a memory id", at("id"), m.id),
+            format!("{} {} is not a memory id", at("id"), limits::echo(&m.id)),
         ));
     }
     limits::check_content(&m.content).map_err(bad)?;
@@ -310,14 +300,17 @@ fn import_memory(m: ExportedMemory, dim: usize, line: usize) -> Result<(MemorySt
     let wire = type_name_to_wire(&m.memory_type).ok_or_else(|| {
         Error::invalid(
             "import",
-            format!("{} {:?} is unknown", at("memory_type"), m.memory_type),
+            format!(
+                "{} {} is unknown",
+                at("memory_type"),
+                limits::echo(&m.memory_type)
+            ),
         )
     })?;
     let mut v = m.vector;
     normalize(&mut v).map_err(|e| Error::invalid("import", format!("{} {e}", at("vector"))))?;
-    let state = MemoryState {
+    Ok(ImportedMemory {
         id: m.id,
-        memory_type: type_from_wire(wire).unwrap_or(mneme_scoring::MemoryType::Semantic),
         record: MemoryRecord {
             session_id: m.session_id,
             memory_type: wire,
@@ -333,8 +326,8 @@ fn import_memory(m: ExportedMemory, dim: usize, line: usize) -> Result<(MemorySt
             access_count: m.access_count,
             last_accessed_at_ms: m.last_accessed_at_ms,
         },
-    };
-    Ok((state, v))
+        vector: v,
+    })
 }
 
 struct LineReader<'a> {

@@ -1,25 +1,24 @@
-//! Every state change: remember, update, forget, clear, access counts, expiry, agent
-//! configuration.
+//! Every write request: remember, update, forget, clear, agent configuration.
 //!
-//! Each one follows the same order under the agent's write lock: validate, embed, build one
-//! storage batch, commit it (durable before anything becomes visible), then apply the same
-//! change to the in-memory state and index.
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! Each one validates its input, embeds text with no lock held (an embedder may take
+//! seconds), decides what is not a function of the state — ids, timestamps, normalised
+//! vectors — and submits one [`Entry`]. The change happens when the entry is applied
+//! ([`crate::apply`]), after the log holds it durably and in log order, so concurrent
+//! writers to one agent share a group commit instead of queueing behind each other's fsync.
 
 use mneme_index::distance::normalize;
 use mneme_scoring::{MemoryType, ScoringParams};
-use mneme_storage::WriteBatch;
 
-use crate::agent::{Agent, AgentConfig, MemoryState, normalized_text, type_to_wire};
-use crate::codec::{self, AccessRecord, MemoryRecord, RecordKind};
+use crate::agent::{AgentConfig, type_to_wire};
+use crate::apply::Outcome;
+use crate::codec::MemoryRecord;
 use crate::embed::CLIENT_EMBEDDER_ID;
 use crate::engine::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::ids::new_memory_id;
 use crate::limits::{self, BATCH_ITEMS_MAX, FORGET_IDS_MAX};
 use crate::model::{Memory, RememberInput, Remembered, UpdateInput};
+use crate::mutation::{Configure, Entry, Mutation, NewMemory, Remember, Update};
 
 /// How an agent should embed and score from now on.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,43 +29,11 @@ pub struct AgentSettings {
     pub scoring: Option<ScoringParams>,
 }
 
-/// Largest agent whose embedder can be changed (the re-embedded vectors are committed in
-/// one atomic batch, bounded by the storage batch limit).
+/// Largest agent whose embedder can be changed (the re-embedded vectors are logged in one
+/// atomic entry, bounded by the storage entry limit).
 pub const REEMBED_MEMORIES_MAX: usize = 20_000;
 
-fn storage_op(result: mneme_storage::Result<()>) -> Result<()> {
-    result.map_err(Error::from)
-}
-
-fn put_memory(batch: &mut WriteBatch, agent: &str, m: &MemoryState) -> Result<()> {
-    storage_op(batch.put(
-        codec::memory_key(agent, RecordKind::Memory, &m.id),
-        codec::encode(&m.record),
-    ))
-}
-
-fn put_access(batch: &mut WriteBatch, agent: &str, m: &MemoryState) -> Result<()> {
-    storage_op(batch.put(
-        codec::memory_key(agent, RecordKind::Access, &m.id),
-        codec::encode(&m.access),
-    ))
-}
-
-fn put_vector(batch: &mut WriteBatch, agent: &str, id: &str, v: &[f32]) -> Result<()> {
-    storage_op(batch.put(
-        codec::memory_key(agent, RecordKind::Vector, id),
-        codec::encode_vector(v),
-    ))
-}
-
-fn delete_memory(batch: &mut WriteBatch, agent: &str, id: &str) -> Result<()> {
-    for kind in [RecordKind::Memory, RecordKind::Vector, RecordKind::Access] {
-        storage_op(batch.delete(codec::memory_key(agent, kind, id)))?;
-    }
-    Ok(())
-}
-
-fn expiry(now_ms: i64, ttl_seconds: u64) -> i64 {
+pub(crate) fn expiry(now_ms: i64, ttl_seconds: u64) -> i64 {
     if ttl_seconds == 0 {
         0
     } else {
@@ -95,12 +62,19 @@ fn check_input(prefix: &str, item: &RememberInput) -> Result<()> {
     Ok(())
 }
 
-/// What to do with one remembered item.
-enum Plan {
-    New(MemoryState, Vec<f32>),
-    /// Reinforce an existing memory (by key) or an earlier item of this batch (by position).
-    Existing(u64),
-    EarlierInBatch(usize),
+/// The outcome's error, or the outcome.
+pub(crate) fn accepted(outcome: Outcome) -> Result<Outcome> {
+    match outcome {
+        Outcome::Rejected(reason) => Err(Error::FailedPrecondition(reason)),
+        Outcome::Skipped => Err(Error::FailedPrecondition(
+            "the entry was already applied".into(),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> Error {
+    Error::FailedPrecondition(format!("unexpected outcome {outcome:?}"))
 }
 
 impl Engine {
@@ -148,18 +122,52 @@ impl Engine {
         }
         let inner = &self.inner;
         let client_dim = items[0].vector.as_ref().map(Vec::len);
-        let agent = inner.agent_for_write(agent_id, client_dim)?;
-        let _write = agent.write.lock();
-        let config = agent.state.read().config.clone();
+        let config = inner.config_for_write(agent_id, client_dim);
         let vectors = item_vectors(inner, &config, &items, &prefix)?;
         let now = inner.now_ms();
-        let plans = plan_items(inner, &agent, &items, vectors, now);
-        commit_plans(inner, &agent, &items, plans, now)
+        let new_items = items
+            .into_iter()
+            .zip(vectors)
+            .map(|(item, vector)| {
+                let memory_type = item.memory_type.unwrap_or(MemoryType::Semantic);
+                NewMemory {
+                    id: new_memory_id(now),
+                    record: MemoryRecord {
+                        session_id: item.session_id,
+                        memory_type: type_to_wire(memory_type),
+                        content: item.content,
+                        metadata: item.metadata,
+                        pinned: item.pinned,
+                        importance: item.importance.unwrap_or(0.5),
+                        created_at_ms: now,
+                        updated_at_ms: now,
+                        expires_at_ms: expiry(now, item.ttl_seconds),
+                    },
+                    importance_set: item.importance.is_some(),
+                    vector,
+                }
+            })
+            .collect();
+        let entry = Entry {
+            agent: agent_id.to_owned(),
+            mutation: Mutation::Remember(Remember {
+                at_ms: now,
+                create: config.to_record(),
+                space: config.space(),
+                dedup_cosine_min: inner.config.dedup_cosine_min,
+                items: new_items,
+            }),
+        };
+        match accepted(self.submit(entry)?)? {
+            Outcome::Remembered(out) => Ok(out),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Changes one memory; `Ok(None)` when it does not exist (or expired).
     pub fn update(&self, agent_id: &str, id: &str, input: UpdateInput) -> Result<Option<Memory>> {
         limits::check_agent_id(agent_id)?;
+        limits::check_memory_id("id", id)?;
         if let Some(content) = &input.content {
             limits::check_content(content)?;
         }
@@ -176,63 +184,54 @@ impl Engine {
         let Some(agent) = inner.agent(agent_id) else {
             return Ok(None);
         };
-        let _write = agent.write.lock();
+        let config = agent.state.read().config.clone();
         let now = inner.now_ms();
-        let (key, mut memory, config) = {
-            let state = agent.state.read();
-            let Some(key) = state.key_of(id) else {
-                return Ok(None);
-            };
-            let memory = state.memories[&key].clone();
-            if memory.expired(now) {
-                return Ok(None);
+        let content = match input.content {
+            Some(content) => {
+                let embedder = inner.embedder_of(&config).map_err(|_| {
+                    Error::FailedPrecondition(format!(
+                        "content cannot change: this agent's embedder {:?} cannot re-embed it here",
+                        config.embedder
+                    ))
+                })?;
+                let mut v = inner.embed(embedder.as_ref(), &[&content])?.remove(0);
+                normalize(&mut v).map_err(|e| {
+                    Error::invalid("content", format!("embeds to an unusable vector: {e}"))
+                })?;
+                Some((content, v, config.space()))
             }
-            (key, memory, state.config.clone())
+            None => None,
         };
-        let mut new_vector = None;
-        if let Some(content) = input.content.filter(|c| *c != memory.record.content) {
-            let embedder = inner.embedder_of(&config).map_err(|_| {
-                Error::FailedPrecondition(format!(
-                    "content cannot change: this agent's embedder {:?} cannot re-embed it here",
-                    config.embedder
-                ))
-            })?;
-            let mut v = inner.embed(embedder.as_ref(), &[&content])?.remove(0);
-            normalize(&mut v).map_err(|e| {
-                Error::invalid("content", format!("embeds to an unusable vector: {e}"))
-            })?;
-            new_vector = Some(v);
-            memory.record.content = content;
+        let entry = Entry {
+            agent: agent_id.to_owned(),
+            mutation: Mutation::Update(Update {
+                at_ms: now,
+                id: id.to_owned(),
+                content,
+                metadata: input.metadata,
+                expires_at_ms: input.ttl_seconds.map(|ttl| expiry(now, ttl)),
+                pinned: input.pinned,
+                importance: input.importance,
+            }),
+        };
+        match accepted(self.submit(entry)?)? {
+            Outcome::Updated(m) => Ok(m),
+            other => Err(unexpected(&other)),
         }
-        if let Some(metadata) = input.metadata {
-            memory.record.metadata = metadata;
+    }
+
+    fn count(&self, agent_id: &str, mutation: Mutation) -> Result<u64> {
+        if self.inner.agent(agent_id).is_none() {
+            return Ok(0);
         }
-        if let Some(ttl) = input.ttl_seconds {
-            memory.record.expires_at_ms = expiry(now, ttl);
+        let entry = Entry {
+            agent: agent_id.to_owned(),
+            mutation,
+        };
+        match accepted(self.submit(entry)?)? {
+            Outcome::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
         }
-        if let Some(pinned) = input.pinned {
-            memory.record.pinned = pinned;
-        }
-        if let Some(importance) = input.importance {
-            memory.record.importance = importance;
-        }
-        memory.record.updated_at_ms = now;
-        let mut batch = WriteBatch::new();
-        put_memory(&mut batch, &agent.id, &memory)?;
-        if let Some(v) = &new_vector {
-            put_vector(&mut batch, &agent.id, &memory.id, v)?;
-        }
-        inner.store.commit(batch)?;
-        let out = memory.to_memory(&agent.id, None);
-        agent.state.write().put(memory);
-        if let Some(v) = new_vector {
-            agent
-                .index
-                .write()
-                .insert(key, &v)
-                .map_err(|e| Error::invalid("content", e.to_string()))?;
-        }
-        Ok(Some(out))
     }
 
     /// Deletes memories by id; returns how many existed.
@@ -244,15 +243,13 @@ impl Engine {
                 format!("has {} ids, the limit is {FORGET_IDS_MAX}", ids.len()),
             ));
         }
-        let Some(agent) = self.inner.agent(agent_id) else {
+        for (i, id) in ids.iter().enumerate() {
+            limits::check_memory_id(&format!("ids[{i}]"), id)?;
+        }
+        if ids.is_empty() {
             return Ok(0);
-        };
-        let _write = agent.write.lock();
-        let keys: Vec<u64> = {
-            let state = agent.state.read();
-            ids.iter().filter_map(|id| state.key_of(id)).collect()
-        };
-        self.inner.delete_keys(&agent, keys)
+        }
+        self.count(agent_id, Mutation::Forget { ids: ids.to_vec() })
     }
 
     /// Deletes every memory of one session; returns how many.
@@ -265,46 +262,25 @@ impl Engine {
                 "must not be empty (agent-wide memories are removed with ClearAll or Forget)",
             ));
         }
-        let Some(agent) = self.inner.agent(agent_id) else {
-            return Ok(0);
-        };
-        let _write = agent.write.lock();
-        let keys: Vec<u64> = agent
-            .state
-            .read()
-            .sessions
-            .get(session_id)
-            .map(|keys| keys.iter().copied().collect())
-            .unwrap_or_default();
-        self.inner.delete_keys(&agent, keys)
+        self.count(
+            agent_id,
+            Mutation::ForgetSession {
+                session_id: session_id.to_owned(),
+            },
+        )
     }
 
     /// Deletes every memory of the agent (its configuration stays); returns how many. One
-    /// storage operation, whatever the count.
+    /// logged entry, whatever the count.
     pub fn clear_all(&self, agent_id: &str) -> Result<u64> {
         limits::check_agent_id(agent_id)?;
-        let Some(agent) = self.inner.agent(agent_id) else {
-            return Ok(0);
-        };
-        let _write = agent.write.lock();
-        let count = agent.state.read().memories.len() as u64;
-        let mut batch = WriteBatch::new();
-        for kind in [RecordKind::Memory, RecordKind::Vector, RecordKind::Access] {
-            storage_op(batch.delete_prefix(codec::memory_key(agent_id, kind, "")))?;
-        }
-        self.inner.store.commit(batch)?;
-        agent.state.write().clear();
-        agent.index.write().clear();
-        // Its graph snapshot goes at the next save: forgotten vectors leave the disk.
-        agent
-            .graph_dirty
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(count)
+        self.count(agent_id, Mutation::ClearAll)
     }
 
     /// Changes how an agent embeds or scores. Changing the embedder re-embeds every memory
-    /// (calling `progress(done, total)` along the way) and commits the new vectors and the
-    /// new configuration atomically.
+    /// (calling `progress(done, total)` along the way, with no lock held) and logs the new
+    /// vectors and the new configuration as one entry; if the agent's memories changed
+    /// meanwhile, that entry is refused and the call fails (retry it).
     pub fn configure_agent(
         &self,
         agent_id: &str,
@@ -318,13 +294,11 @@ impl Engine {
                 .map_err(|(field, reason)| Error::invalid(format!("scoring.{field}"), reason))?;
         }
         let inner = &self.inner;
-        let agent = inner.agent_for_write(agent_id, None)?;
-        let _write = agent.write.lock();
-        let mut config = agent.state.read().config.clone();
+        let mut config = inner.config_for_write(agent_id, None);
         if let Some(scoring) = settings.scoring {
             config.scoring = scoring;
         }
-        let mut vectors = Vec::new();
+        let mut vectors = None;
         if let Some(id) = settings.embedder.filter(|id| *id != config.embedder) {
             let embedder = inner.config.embedders.get(&id).cloned().ok_or_else(|| {
                 Error::invalid(
@@ -335,49 +309,38 @@ impl Engine {
                     ),
                 )
             })?;
-            vectors = reembed(inner, &agent, embedder.as_ref(), progress)?;
+            vectors = Some(reembed(inner, agent_id, embedder.as_ref(), progress)?);
             config.embedder = embedder.id().to_owned();
             config.dim = embedder.dim();
             config.calibration = embedder.calibration();
         }
-        let mut batch = WriteBatch::new();
-        storage_op(batch.put(
-            codec::config_key(agent_id),
-            codec::encode(&config.to_record()),
-        ))?;
-        for (id, _, v) in &vectors {
-            put_vector(&mut batch, agent_id, id, v)?;
-        }
-        inner.store.commit(batch)?;
-        let mut state = agent.state.write();
-        let mut index = agent.index.write();
-        if state.config.dim != config.dim || state.config.embedder != config.embedder {
-            *index = mneme_index::VectorIndex::new(config.dim, inner.config.index);
-            for (_, key, v) in &vectors {
-                index
-                    .insert(*key, v)
-                    .map_err(|e| Error::invalid("embedder", e.to_string()))?;
-            }
-        }
-        state.config = config;
-        state.config_persisted = true;
-        Ok(())
+        let entry = Entry {
+            agent: agent_id.to_owned(),
+            mutation: Mutation::Configure(Configure {
+                config: config.to_record(),
+                vectors,
+            }),
+        };
+        accepted(self.submit(entry)?).map(|_| ())
     }
 }
 
 fn reembed(
     inner: &Inner,
-    agent: &Agent,
+    agent_id: &str,
     embedder: &dyn crate::embed::Embedder,
     progress: &dyn Fn(usize, usize),
-) -> Result<Vec<(String, u64, Vec<f32>)>> {
-    let items: Vec<(String, u64, String)> = {
-        let state = agent.state.read();
-        state
-            .memories
-            .iter()
-            .map(|(key, m)| (m.id.clone(), *key, m.record.content.clone()))
-            .collect()
+) -> Result<Vec<(String, Vec<f32>)>> {
+    let items: Vec<(String, String)> = match inner.agent(agent_id) {
+        Some(agent) => {
+            let state = agent.state.read();
+            state
+                .memories
+                .values()
+                .map(|m| (m.id.clone(), m.record.content.clone()))
+                .collect()
+        }
+        None => Vec::new(),
     };
     if items.len() > REEMBED_MEMORIES_MAX {
         return Err(Error::FailedPrecondition(format!(
@@ -387,13 +350,13 @@ fn reembed(
     }
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(256) {
-        let texts: Vec<&str> = chunk.iter().map(|(_, _, c)| c.as_str()).collect();
-        for ((id, key, _), mut v) in chunk.iter().zip(inner.embed(embedder, &texts)?) {
+        let texts: Vec<&str> = chunk.iter().map(|(_, c)| c.as_str()).collect();
+        for ((id, _), mut v) in chunk.iter().zip(inner.embed(embedder, &texts)?) {
             normalize(&mut v).map_err(|e| Error::Embedder {
                 embedder: embedder.id().to_owned(),
                 reason: format!("memory {id}: {e}"),
             })?;
-            out.push((id.clone(), *key, v));
+            out.push((id.clone(), v));
         }
         progress(out.len(), items.len());
     }
@@ -424,7 +387,7 @@ fn item_vectors(
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let mut v = match &item.vector {
-            Some(v) if !client => {
+            Some(_) if !client => {
                 return Err(Error::FailedPrecondition(format!(
                     "{}vector: this agent embeds text with {:?}; omit `vector` or use an agent created with client vectors",
                     prefix(i),
@@ -452,278 +415,4 @@ fn item_vectors(
         out.push(v);
     }
     Ok(out)
-}
-
-fn plan_items(
-    inner: &Inner,
-    agent: &Agent,
-    items: &[RememberInput],
-    vectors: Vec<Vec<f32>>,
-    now: i64,
-) -> Vec<Plan> {
-    let state = agent.state.read();
-    let index = agent.index.read();
-    let threshold = inner.config.dedup_cosine_min;
-    let mut plans: Vec<Plan> = Vec::with_capacity(items.len());
-    // Earlier new items of this batch by normalised text, for in-batch duplicates.
-    let mut batch_texts: std::collections::HashMap<String, Vec<usize>> =
-        std::collections::HashMap::new();
-    for (i, (item, v)) in items.iter().zip(vectors).enumerate() {
-        let memory_type = item.memory_type.unwrap_or(MemoryType::Semantic);
-        let text = normalized_text(&item.content);
-        let same_place = |m: &MemoryState| {
-            m.record.session_id == item.session_id
-                && m.memory_type == memory_type
-                && !m.expired(now)
-        };
-        let close = |w: &[f32]| mneme_index::distance::dot(w, &v) >= threshold;
-        let existing = state.same_text_keys(&text).iter().copied().find(|key| {
-            let m = &state.memories[key];
-            same_place(m)
-                && normalized_text(&m.record.content) == text
-                && index.get(*key).is_some_and(close)
-        });
-        let earlier = batch_texts.get(&text).and_then(|js| {
-            js.iter()
-                .copied()
-                .find(|j| matches!(&plans[*j], Plan::New(m, w) if same_place(m) && close(w)))
-        });
-        let plan = match (existing, earlier) {
-            (Some(key), _) => Plan::Existing(key),
-            (None, Some(j)) => Plan::EarlierInBatch(j),
-            (None, None) => {
-                batch_texts.entry(text).or_default().push(i);
-                Plan::New(new_memory(item, memory_type, now, i), v)
-            }
-        };
-        plans.push(plan);
-    }
-    plans
-}
-
-fn new_memory(
-    item: &RememberInput,
-    memory_type: MemoryType,
-    now: i64,
-    _position: usize,
-) -> MemoryState {
-    MemoryState {
-        id: new_memory_id(now),
-        memory_type,
-        record: MemoryRecord {
-            session_id: item.session_id.clone(),
-            memory_type: type_to_wire(memory_type),
-            content: item.content.clone(),
-            metadata: item.metadata.clone(),
-            pinned: item.pinned,
-            importance: item.importance.unwrap_or(0.5),
-            created_at_ms: now,
-            updated_at_ms: now,
-            expires_at_ms: expiry(now, item.ttl_seconds),
-        },
-        access: AccessRecord::default(),
-    }
-}
-
-/// Folds a duplicate into the memory it repeats: it counts as an access, may raise
-/// importance, pin it, extend its life and add metadata, and refreshes its recency.
-fn reinforce(m: &mut MemoryState, item: &RememberInput, now: i64) {
-    m.access.access_count += 1;
-    m.access.last_accessed_at_ms = now;
-    if let Some(importance) = item.importance {
-        m.record.importance = m.record.importance.max(importance);
-    }
-    m.record.pinned |= item.pinned;
-    let new_expiry = expiry(now, item.ttl_seconds);
-    m.record.expires_at_ms = match (m.record.expires_at_ms, new_expiry) {
-        (0, _) | (_, 0) => 0,
-        (a, b) => a.max(b),
-    };
-    for (k, v) in &item.metadata {
-        if m.record.metadata.len() < limits::METADATA_ENTRIES_MAX
-            || m.record.metadata.contains_key(k)
-        {
-            m.record.metadata.insert(k.clone(), v.clone());
-        }
-    }
-    m.record.updated_at_ms = now;
-}
-
-fn commit_plans(
-    inner: &Inner,
-    agent: &Arc<Agent>,
-    items: &[RememberInput],
-    plans: Vec<Plan>,
-    now: i64,
-) -> Result<Vec<Remembered>> {
-    let mut batch = WriteBatch::new();
-    let persist_config = !agent.state.read().config_persisted;
-    if persist_config {
-        let record = agent.state.read().config.to_record();
-        storage_op(batch.put(codec::config_key(&agent.id), codec::encode(&record)))?;
-    }
-    // Resolve reinforcements into final states, in item order.
-    let mut new: Vec<(MemoryState, Vec<f32>)> = Vec::new();
-    let mut slot_of_item: Vec<(bool, usize)> = Vec::with_capacity(plans.len());
-    let mut reinforced: BTreeMap<u64, MemoryState> = BTreeMap::new();
-    for (item, plan) in items.iter().zip(plans) {
-        match plan {
-            Plan::New(m, v) => {
-                slot_of_item.push((true, new.len()));
-                new.push((m, v));
-            }
-            Plan::EarlierInBatch(j) => {
-                let (is_new, slot) = slot_of_item[j];
-                if is_new {
-                    reinforce(&mut new[slot].0, item, now);
-                } else if let Some(m) = reinforced.get_mut(&(slot as u64)) {
-                    reinforce(m, item, now);
-                }
-                slot_of_item.push((is_new, slot));
-            }
-            Plan::Existing(key) => {
-                let m = reinforced
-                    .entry(key)
-                    .or_insert_with(|| agent.state.read().memories[&key].clone());
-                reinforce(m, item, now);
-                slot_of_item.push((false, key as usize));
-            }
-        }
-    }
-    for (m, v) in &new {
-        put_memory(&mut batch, &agent.id, m)?;
-        put_vector(&mut batch, &agent.id, &m.id, v)?;
-        put_access(&mut batch, &agent.id, m)?;
-    }
-    for m in reinforced.values() {
-        put_memory(&mut batch, &agent.id, m)?;
-        put_access(&mut batch, &agent.id, m)?;
-    }
-    inner.store.commit(batch)?;
-    let results: Vec<Remembered> = slot_of_item
-        .iter()
-        .enumerate()
-        .map(|(i, (is_new, slot))| {
-            let first = *is_new && slot_of_item.iter().position(|s| s == &(true, *slot)) == Some(i);
-            let m = if *is_new {
-                &new[*slot].0
-            } else {
-                &reinforced[&(*slot as u64)]
-            };
-            Remembered {
-                memory: m.to_memory(&agent.id, None),
-                deduplicated: !first,
-            }
-        })
-        .collect();
-    let mut state = agent.state.write();
-    let mut index = agent.index.write();
-    state.config_persisted = true;
-    for (m, v) in new {
-        let key = state.put(m);
-        index
-            .insert(key, &v)
-            .map_err(|e| Error::invalid("vector", e.to_string()))?;
-    }
-    for (_, m) in reinforced {
-        state.put(m);
-    }
-    Ok(results)
-}
-
-impl Inner {
-    /// Deletes memories by key, durably; returns how many.
-    pub(crate) fn delete_keys(&self, agent: &Agent, keys: Vec<u64>) -> Result<u64> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<String> = {
-            let state = agent.state.read();
-            keys.iter()
-                .filter_map(|k| state.memories.get(k).map(|m| m.id.clone()))
-                .collect()
-        };
-        for chunk in ids.chunks(50_000) {
-            let mut batch = WriteBatch::new();
-            for id in chunk {
-                delete_memory(&mut batch, &agent.id, id)?;
-            }
-            self.store.commit(batch)?;
-        }
-        let mut state = agent.state.write();
-        let mut index = agent.index.write();
-        for key in &keys {
-            state.remove(*key);
-            index.remove(*key);
-        }
-        Ok(ids.len() as u64)
-    }
-
-    /// Persists queued access counts (batched: one commit per agent per flush).
-    pub(crate) fn flush_touches(&self) -> Result<()> {
-        let touches = std::mem::take(&mut *self.touches.lock());
-        let mut by_agent: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
-        for t in touches {
-            let list = by_agent.entry(t.agent).or_default();
-            list.extend(t.ids.into_iter().map(|id| (id, t.at_ms)));
-        }
-        for (agent_id, hits) in by_agent {
-            let Some(agent) = self.agent(&agent_id) else {
-                continue;
-            };
-            let _write = agent.write.lock();
-            let mut updated: BTreeMap<u64, MemoryState> = BTreeMap::new();
-            {
-                let state = agent.state.read();
-                for (id, at) in hits {
-                    let Some(key) = state.key_of(&id) else {
-                        continue;
-                    };
-                    let m = updated
-                        .entry(key)
-                        .or_insert_with(|| state.memories[&key].clone());
-                    m.access.access_count += 1;
-                    m.access.last_accessed_at_ms = m.access.last_accessed_at_ms.max(at);
-                }
-            }
-            if updated.is_empty() {
-                continue;
-            }
-            let mut batch = WriteBatch::new();
-            for m in updated.values() {
-                put_access(&mut batch, &agent.id, m)?;
-            }
-            self.store.commit(batch)?;
-            let mut state = agent.state.write();
-            for (key, m) in updated {
-                if let Some(current) = state.memories.get_mut(&key) {
-                    current.access = m.access;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes expired memories durably; returns how many.
-    pub(crate) fn sweep_expired(&self) -> Result<u64> {
-        let now = self.now_ms();
-        let mut total = 0;
-        for agent in self.agents_snapshot() {
-            let any = agent.state.read().memories.values().any(|m| m.expired(now));
-            if !any {
-                continue;
-            }
-            let _write = agent.write.lock();
-            let keys: Vec<u64> = agent
-                .state
-                .read()
-                .memories
-                .iter()
-                .filter(|(_, m)| m.expired(now))
-                .map(|(k, _)| *k)
-                .collect();
-            total += self.delete_keys(&agent, keys)?;
-        }
-        Ok(total)
-    }
 }

@@ -203,6 +203,18 @@ impl VectorIndex {
         Ok(())
     }
 
+    /// Inserts or replaces `key` with a vector the caller normalised, stored bit for bit
+    /// (see [`FlatIndex::insert_unit`]); searchable as soon as this returns.
+    pub fn insert_unit(&mut self, key: u64, vector: &[f32]) -> Result<(), IndexError> {
+        self.flat.insert_unit(key, vector)?;
+        if let Some(graph) = &self.graph {
+            graph.remove(key);
+        }
+        self.tail.insert(key);
+        self.mark_dirty(key);
+        Ok(())
+    }
+
     /// Removes `key`; it is never returned again. Returns whether it was present.
     pub fn remove(&mut self, key: u64) -> bool {
         if let Some(graph) = &self.graph {

@@ -56,15 +56,22 @@ pub fn normalize(v: &mut [f32]) -> Result<(), IndexError> {
     if let Some(index) = v.iter().position(|x| !x.is_finite()) {
         return Err(IndexError::NotFinite { index });
     }
-    let norm = dot(v, v).sqrt();
-    if norm.is_nan() || norm <= f32::MIN_POSITIVE || norm.is_infinite() {
+    // In f64, summed in order: no finite f32 vector overflows (3e38² · 4096 < 1.8e308) or
+    // underflows (1e-45² > 5e-324) here, and the result is the same on every CPU, so
+    // replicas normalising the same input agree bit for bit.
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    if norm == 0.0 {
         return Err(IndexError::ZeroVector);
     }
     // Already unit length (within f32 rounding): leave the bits alone, so normalising is
     // idempotent and exported vectors re-import bit for bit.
     if (norm - 1.0).abs() > 1e-6 {
         for x in v.iter_mut() {
-            *x /= norm;
+            *x = (f64::from(*x) / norm) as f32;
         }
     }
     Ok(())
@@ -121,6 +128,20 @@ mod tests {
         let mut v = [3.0, 4.0];
         normalize(&mut v).unwrap();
         assert_eq!(v, [0.6, 0.8]);
+    }
+
+    #[test]
+    fn normalize_handles_finite_vectors_whose_squared_norm_overflows_or_underflows() {
+        for x in [3e38f32, 1e-25, 1e-44, f32::MIN_POSITIVE] {
+            let mut v = vec![x; 384];
+            normalize(&mut v).unwrap_or_else(|e| panic!("{x}: {e}"));
+            let norm: f64 = v.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{x}: norm {norm}");
+            assert!(v.iter().all(|y| (*y - v[0]).abs() < 1e-7));
+        }
+        let mut v = vec![-3e38f32, 3e38];
+        normalize(&mut v).unwrap();
+        assert!((v[0] + std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
     }
 
     #[test]

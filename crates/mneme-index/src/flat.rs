@@ -106,16 +106,29 @@ impl FlatIndex {
         }
         let mut v = vector.to_vec();
         normalize(&mut v)?;
+        self.insert_unit(key, &v)
+    }
+
+    /// Inserts (or replaces) `key` with `v` stored bit for bit: the caller has normalised
+    /// it (so replicas applying the same log hold identical vectors). Only the dimension and
+    /// the capacity are checked.
+    pub fn insert_unit(&mut self, key: u64, v: &[f32]) -> Result<(), IndexError> {
+        if v.len() != self.dim {
+            return Err(IndexError::DimensionMismatch {
+                expected: self.dim,
+                actual: v.len(),
+            });
+        }
         self.remove(key);
         let slot = u32::try_from(self.keys.len()).map_err(|_| IndexError::Full)?;
         self.keys.push(key);
         let capacity = self.data.capacity();
-        self.data.extend_from_slice(&v);
+        self.data.extend_from_slice(v);
         if self.data.capacity() != capacity {
             crate::native::advise_huge_pages(&self.data);
         }
         if self.quantized {
-            let scale = quantize(&v, &mut self.codes);
+            let scale = quantize(v, &mut self.codes);
             self.scales.push(scale);
         }
         self.slots.insert(key, slot);

@@ -151,7 +151,7 @@ impl AdminService for AdminApi {
                 .blocking(|e| {
                     let size = |e: &mneme_engine::Engine| {
                         let st = e.store_stats();
-                        st.wal_bytes + st.log_bytes
+                        st.wal_bytes + st.snapshot_bytes
                     };
                     let before = size(e);
                     let expired = e.sweep_expired()?;

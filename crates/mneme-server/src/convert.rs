@@ -22,7 +22,7 @@ pub fn status(err: engine::Error) -> Status {
             Se::Poisoned { .. } | Se::Io { .. } | Se::Locked { .. } => {
                 Status::unavailable(format!("store cannot write safely: {e}"))
             }
-            Se::Corruption { .. } => Status::data_loss(e.to_string()),
+            Se::Corruption { .. } | Se::Unsupported { .. } => Status::data_loss(e.to_string()),
             Se::TooLarge { .. } => Status::invalid_argument(e.to_string()),
         },
         engine::Error::Embedder { embedder, reason } => {

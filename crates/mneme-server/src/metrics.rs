@@ -120,11 +120,10 @@ impl Metrics {
         let s = engine.store_stats();
         out.push_str("# HELP mneme_store_bytes Bytes on disk by file kind.\n# TYPE mneme_store_bytes gauge\n");
         let _ = writeln!(out, "mneme_store_bytes{{kind=\"wal\"}} {}", s.wal_bytes);
-        let _ = writeln!(out, "mneme_store_bytes{{kind=\"log\"}} {}", s.log_bytes);
         let _ = writeln!(
             out,
-            "mneme_store_bytes{{kind=\"log_live\"}} {}",
-            s.log_live_bytes
+            "mneme_store_bytes{{kind=\"snapshots\"}} {}",
+            s.snapshot_bytes
         );
         out.push_str("# HELP mneme_fsync_seconds Time spent in WAL fdatasync.\n# TYPE mneme_fsync_seconds summary\n");
         let _ = writeln!(

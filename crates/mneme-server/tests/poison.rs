@@ -20,15 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_makes_writes_unavailable_and_health_not_serving() {
     let fs = SimFs::new(11);
-    let store = Store::open_with(
-        Arc::new(fs.clone()),
-        "/data",
-        Options {
-            background_maintenance: false,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let store = Store::open_with(Arc::new(fs.clone()), "/data", Options::default()).unwrap();
     let config = EngineConfig {
         background: false,
         embedders: Embedders::new(Arc::new(HashEmbedder::new())),

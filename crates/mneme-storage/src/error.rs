@@ -39,10 +39,18 @@ pub enum Error {
         /// The data directory.
         path: PathBuf,
     },
-    /// A key or value exceeds its limit.
+    /// The files are of a format this build does not read.
+    #[error("{}: {reason}", path.display())]
+    Unsupported {
+        /// The file that told.
+        path: PathBuf,
+        /// What it is and what to do.
+        reason: String,
+    },
+    /// An entry or snapshot tag exceeds its limit.
     #[error("{what} is {actual} bytes, above the limit of {limit} bytes")]
     TooLarge {
-        /// `key` or `value` or `batch`.
+        /// `entry` or `tag`.
         what: &'static str,
         /// Size given.
         actual: usize,

@@ -1,7 +1,10 @@
-//! The manifest: which append-log segments are live and which WAL prefix they already hold.
+//! The manifest: the live snapshot files, each with the tag its owner gave it and the LSN
+//! it reflects, and the next file id.
 //!
 //! It is replaced atomically (write a temporary file, sync it, rename over `MANIFEST`, sync
 //! the directory), so after a crash it is either the old or the new one, never a mixture.
+//! A snapshot file becomes reachable only by being named here, after it was synced; it is
+//! deleted only after a manifest that no longer names it is durable.
 
 use std::path::Path;
 
@@ -11,69 +14,126 @@ use crate::vfs::Vfs;
 /// File name of the manifest inside the data directory.
 pub const MANIFEST_FILE_NAME: &str = "MANIFEST";
 const MANIFEST_TMP_NAME: &str = "MANIFEST.tmp";
-const MAGIC: [u8; 8] = *b"MNMMANI\x01";
-const VERSION: u32 = 1;
-const HEADER_BYTES: usize = 40;
-/// Most segments a manifest may list (a sanity bound for reading untrusted bytes).
-pub const MANIFEST_SEGMENTS_MAX: usize = 1 << 20;
+const MAGIC: [u8; 8] = *b"MNMMANI\x02";
+/// The first data-directory format's manifest (an append-log key/value store).
+const LEGACY_MAGIC: [u8; 8] = *b"MNMMANI\x01";
+const VERSION: u32 = 2;
+const HEADER_BYTES: usize = 32;
+/// Most snapshots a manifest may list (a sanity bound for reading untrusted bytes).
+pub const MANIFEST_SNAPSHOTS_MAX: usize = 1 << 24;
+/// Longest snapshot tag.
+pub const TAG_BYTES_MAX: usize = 1024;
+
+/// A snapshot file named by the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotRef {
+    /// The owner's name for it (unique among live snapshots; never a path).
+    pub tag: Vec<u8>,
+    /// File id (`snap-<id>.snap`).
+    pub file_id: u64,
+    /// The LSN the snapshot reflects: every entry at or below it is contained in it.
+    pub lsn: u64,
+    /// Length of the file.
+    pub bytes: u64,
+    /// CRC32 of the whole file.
+    pub crc: u32,
+}
 
 /// Decoded manifest contents.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Manifest {
-    /// Every WAL record with an LSN at or below this is contained in the live segments.
-    pub checkpoint_lsn: u64,
-    /// Next file id to hand out (ids are shared by WAL and log segments).
+    /// Next file id to hand out (ids are shared by WAL segments and snapshots).
     pub next_file_id: u64,
-    /// Live append-log segments, oldest first.
-    pub segments: Vec<u64>,
+    /// Live snapshots, in tag order.
+    pub snapshots: Vec<SnapshotRef>,
 }
 
 impl Manifest {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![0u8; HEADER_BYTES];
         out[0..8].copy_from_slice(&MAGIC);
         out[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        out[16..24].copy_from_slice(&self.checkpoint_lsn.to_le_bytes());
-        out[24..32].copy_from_slice(&self.next_file_id.to_le_bytes());
-        out[32..36].copy_from_slice(&(self.segments.len() as u32).to_le_bytes());
-        for id in &self.segments {
-            out.extend_from_slice(&id.to_le_bytes());
+        out[16..24].copy_from_slice(&self.next_file_id.to_le_bytes());
+        out[24..28].copy_from_slice(&(self.snapshots.len() as u32).to_le_bytes());
+        for s in &self.snapshots {
+            out.extend_from_slice(&(s.tag.len() as u16).to_le_bytes());
+            out.extend_from_slice(&s.tag);
+            out.extend_from_slice(&s.file_id.to_le_bytes());
+            out.extend_from_slice(&s.lsn.to_le_bytes());
+            out.extend_from_slice(&s.bytes.to_le_bytes());
+            out.extend_from_slice(&s.crc.to_le_bytes());
         }
         let crc = crc32fast::hash(&out[16..]);
         out[12..16].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
-    fn decode(path: &Path, buf: &[u8]) -> Result<Self> {
-        let bad = |offset: u64, reason: &str| Error::corruption(path, offset, reason);
+    /// Decodes manifest bytes read from `path`; every malformation is a typed error.
+    pub fn decode(path: &Path, buf: &[u8]) -> Result<Self> {
+        let bad = |offset: usize, reason: &str| Error::corruption(path, offset as u64, reason);
+        if buf.get(0..8) == Some(&LEGACY_MAGIC[..]) {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                reason: "the data directory was written by Mneme 0.1 (format 1); export it with \
+                         that version (`mneme export`) and import it into a new directory"
+                    .into(),
+            });
+        }
         if buf.len() < HEADER_BYTES {
             return Err(bad(0, "manifest shorter than its header"));
         }
         if buf[0..8] != MAGIC {
             return Err(bad(0, "bad manifest magic"));
         }
-        let u32_at =
-            |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        let version = u32_at(8);
+        let mut r = Reader { buf, at: 8 };
+        let version = r.u32().unwrap_or_default();
         if version != VERSION {
             return Err(bad(8, &format!("unsupported manifest version {version}")));
         }
-        if u32_at(12) != crc32fast::hash(&buf[16..]) {
+        let crc = r.u32().unwrap_or_default();
+        if crc != crc32fast::hash(&buf[16..]) {
             return Err(bad(12, "manifest checksum mismatch"));
         }
-        let n = u32_at(32) as usize;
-        if n > MANIFEST_SEGMENTS_MAX || buf.len() != HEADER_BYTES + n * 8 {
-            return Err(bad(32, "manifest segment count does not match its length"));
+        let next_file_id = r.u64().unwrap_or_default();
+        let n = r.u32().unwrap_or_default() as usize;
+        if n > MANIFEST_SNAPSHOTS_MAX {
+            return Err(bad(24, "manifest lists too many snapshots"));
+        }
+        r.at = HEADER_BYTES;
+        let mut snapshots = Vec::with_capacity(n.min(buf.len() / 30));
+        for i in 0..n {
+            let at = r.at;
+            let entry = (|| {
+                let tag_len = r.u16()? as usize;
+                if tag_len == 0 || tag_len > TAG_BYTES_MAX {
+                    return None;
+                }
+                let tag = r.bytes(tag_len)?.to_vec();
+                Some(SnapshotRef {
+                    tag,
+                    file_id: r.u64()?,
+                    lsn: r.u64()?,
+                    bytes: r.u64()?,
+                    crc: r.u32()?,
+                })
+            })();
+            let Some(entry) = entry else {
+                return Err(bad(at, &format!("snapshot entry {i} is malformed")));
+            };
+            if snapshots
+                .last()
+                .is_some_and(|prev: &SnapshotRef| prev.tag >= entry.tag)
+            {
+                return Err(bad(at, &format!("snapshot entry {i} is out of tag order")));
+            }
+            snapshots.push(entry);
+        }
+        if r.at != buf.len() {
+            return Err(bad(r.at, "trailing bytes after the last snapshot entry"));
         }
         Ok(Self {
-            checkpoint_lsn: u64_at(16),
-            next_file_id: u64_at(24),
-            segments: (0..n).map(|i| u64_at(HEADER_BYTES + i * 8)).collect(),
+            next_file_id,
+            snapshots,
         })
     }
 
@@ -110,17 +170,57 @@ impl Manifest {
     }
 }
 
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.buf.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.bytes(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sample() -> Manifest {
+        Manifest {
+            next_file_id: 9,
+            snapshots: vec![
+                SnapshotRef {
+                    tag: b"a".to_vec(),
+                    file_id: 3,
+                    lsn: 17,
+                    bytes: 100,
+                    crc: 7,
+                },
+                SnapshotRef {
+                    tag: b"b\0x".to_vec(),
+                    file_id: 8,
+                    lsn: 5,
+                    bytes: 64,
+                    crc: 1,
+                },
+            ],
+        }
+    }
+
     #[test]
     fn manifest_round_trips_and_rejects_damage() {
-        let m = Manifest {
-            checkpoint_lsn: 17,
-            next_file_id: 9,
-            segments: vec![3, 8],
-        };
+        let m = sample();
         let bytes = m.encode();
         let path = Path::new("MANIFEST");
         assert_eq!(Manifest::decode(path, &bytes).unwrap(), m);
@@ -132,6 +232,17 @@ mod tests {
                 "flip at {i} unnoticed"
             );
         }
-        assert!(Manifest::decode(path, &bytes[..bytes.len() - 1]).is_err());
+        for len in 0..bytes.len() {
+            assert!(Manifest::decode(path, &bytes[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn the_first_format_is_refused_by_name() {
+        let mut legacy = b"MNMMANI\x01".to_vec();
+        legacy.extend_from_slice(&[0; 40]);
+        let err = Manifest::decode(Path::new("MANIFEST"), &legacy).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("export"));
     }
 }

@@ -134,6 +134,11 @@ impl SimFs {
         self.state.lock().mutating_ops
     }
 
+    /// True while a planned fault has not fired yet.
+    pub fn fault_pending(&self) -> bool {
+        self.state.lock().fault.is_some()
+    }
+
     /// True once a crash fault fired.
     pub fn crashed(&self) -> bool {
         self.state.lock().crashed

@@ -1,26 +1,29 @@
-//! [`Store`]: open, group commit, reads, and the background workers.
+//! [`Store`]: open, group commit with in-order apply, replay, snapshots, retirement.
 //!
-//! Group commit: a committer queues its batch; whoever finds no leader becomes leader, takes
-//! every queued batch, writes them in one `append`, syncs once, applies them to the active
-//! memtable in LSN order and only then wakes the committers. A failed write or sync poisons
-//! the store: the failing group and everything after it get an error, never an ack.
+//! Group commit: a committer queues its entry with a closure to run once the entry is
+//! durable; whoever finds no leader becomes leader, takes every queued entry, writes them in
+//! one `append`, syncs once, runs their closures in LSN order and only then wakes the
+//! committers. The closures are how the owner applies entries to its state in exactly the
+//! log's order, never before they are durable. A failed write or sync poisons the store:
+//! the failing group and everything after it get an error, never an acknowledgement, and
+//! their closures never run.
 
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::frame::encode_frame;
-use crate::manifest::Manifest;
-use crate::memtable::WriteBatch;
-use crate::tables::{Tables, Value};
-use crate::vfs::{RealFs, Vfs};
-use crate::wal::WalWriter;
+use crate::frame::{FRAME_BODY_BYTES_MAX, encode_frame, entry_bytes};
+use crate::manifest::{Manifest, SnapshotRef, TAG_BYTES_MAX};
+use crate::recovery::{ENTRY_BYTES_MAX, EntryRef, Torn, scan_segment};
+use crate::vfs::{MappedBytes, RealFs, Vfs, VfsFile};
+use crate::wal::{SealedSegment, WalWriter, snapshot_file_name, wal_file_name};
 
 /// When a commit is acknowledged relative to `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +46,6 @@ pub struct Options {
     pub durability: Durability,
     /// A WAL segment rolls over once it is this large.
     pub wal_segment_bytes_max: u64,
-    /// An append-log segment written by compaction rolls over once it is this large.
-    pub log_segment_bytes_max: u64,
-    /// Checkpoint once the active memtable holds this many bytes of frames.
-    pub checkpoint_bytes: usize,
-    /// Compact once dead bytes exceed this share of the append log…
-    pub compaction_dead_ratio: f64,
-    /// …and the dead bytes exceed this many.
-    pub compaction_min_dead_bytes: u64,
-    /// Run checkpoints and compactions on a background thread when their thresholds pass.
-    pub background_maintenance: bool,
 }
 
 impl Default for Options {
@@ -60,11 +53,6 @@ impl Default for Options {
         Self {
             durability: Durability::EveryCommit,
             wal_segment_bytes_max: 64 * 1024 * 1024,
-            log_segment_bytes_max: 256 * 1024 * 1024,
-            checkpoint_bytes: 64 * 1024 * 1024,
-            compaction_dead_ratio: 0.5,
-            compaction_min_dead_bytes: 4 * 1024 * 1024,
-            background_maintenance: true,
         }
     }
 }
@@ -74,18 +62,14 @@ impl Default for Options {
 pub struct StoreStats {
     /// LSN of the last committed frame (0 when none).
     pub last_lsn: u64,
-    /// LSN covered by the last checkpoint.
-    pub checkpoint_lsn: u64,
     /// Bytes in WAL segments not yet retired.
     pub wal_bytes: u64,
-    /// Bytes of append-log segments.
-    pub log_bytes: u64,
-    /// Bytes of append-log frames that are still live.
-    pub log_live_bytes: u64,
-    /// Number of append-log segments.
-    pub log_segments: usize,
-    /// Bytes of frames in the memtables.
-    pub memtable_bytes: usize,
+    /// WAL segments not yet retired (the active one included).
+    pub wal_segments: usize,
+    /// Bytes of live snapshot files.
+    pub snapshot_bytes: u64,
+    /// Live snapshot files.
+    pub snapshots: usize,
     /// WAL `fdatasync` calls since open.
     pub wal_syncs: u64,
     /// Microseconds spent in them.
@@ -93,12 +77,21 @@ pub struct StoreStats {
 }
 
 type Slot = Arc<Mutex<Option<Result<u64, String>>>>;
+type Apply = Box<dyn FnOnce(u64) + Send>;
 
-#[derive(Debug, Default)]
+struct Pending {
+    payload: Vec<u8>,
+    apply: Apply,
+    slot: Slot,
+}
+
+#[derive(Default)]
 struct CommitQueue {
-    pending: Vec<(WriteBatch, Slot)>,
+    pending: Vec<Pending>,
     leader_active: bool,
     poisoned: Option<String>,
+    /// Set by the first commit: replay is only possible before it.
+    committed: bool,
 }
 
 pub(crate) struct Inner {
@@ -109,9 +102,8 @@ pub(crate) struct Inner {
     queue: Mutex<CommitQueue>,
     queue_cv: Condvar,
     pub(crate) wal: Mutex<WalWriter>,
-    pub(crate) tables: RwLock<Tables>,
-    /// Serialises checkpoints and compactions; holds the current manifest.
-    pub(crate) maintenance: Mutex<Manifest>,
+    /// The live manifest; held while snapshots are installed.
+    manifest: Mutex<Manifest>,
     pub(crate) next_file_id: AtomicU64,
     closed: AtomicBool,
     wake: Mutex<()>,
@@ -126,16 +118,23 @@ impl fmt::Debug for Inner {
     }
 }
 
-/// A crash-safe, log-structured store of opaque key/value records.
+/// A crash-safe log of opaque entries, plus the snapshot files that let its owner retire
+/// old entries.
 ///
 /// ```
 /// # let dir = std::env::temp_dir().join(format!("mneme-doc-{}", std::process::id()));
-/// use mneme_storage::{Options, Store, WriteBatch};
+/// use mneme_storage::{Options, Store};
 /// let store = Store::open(&dir, Options::default())?;
-/// let mut batch = WriteBatch::new();
-/// batch.put(b"agent/1".to_vec(), b"hello".to_vec())?;
-/// store.commit(batch)?; // durable when this returns
-/// assert_eq!(&*store.get(b"agent/1").unwrap(), b"hello");
+/// let (lsn, applied) = store.commit(b"hello".to_vec(), |lsn| lsn)?; // durable when this returns
+/// assert_eq!(lsn, applied);
+/// drop(store);
+/// let store = Store::open(&dir, Options::default())?;
+/// let mut seen = Vec::new();
+/// store.replay(&mut |e| {
+///     seen.push(e.payload.to_vec());
+///     Ok(())
+/// })?;
+/// assert_eq!(seen, vec![b"hello".to_vec()]);
 /// # drop(store); std::fs::remove_dir_all(&dir).ok();
 /// # Ok::<(), mneme_storage::Error>(())
 /// ```
@@ -176,8 +175,7 @@ impl Store {
             queue: Mutex::new(CommitQueue::default()),
             queue_cv: Condvar::new(),
             wal: Mutex::new(wal),
-            tables: RwLock::new(recovered.tables),
-            maintenance: Mutex::new(recovered.manifest),
+            manifest: Mutex::new(recovered.manifest),
             next_file_id: AtomicU64::new(recovered.next_file_id + 1),
             closed: AtomicBool::new(false),
             wake: Mutex::new(()),
@@ -187,31 +185,170 @@ impl Store {
         Ok(Self { inner, workers })
     }
 
-    /// Commits `batch` atomically and returns the LSN of its last frame. With
-    /// [`Durability::EveryCommit`] the batch is on stable storage when this returns.
-    pub fn commit(&self, batch: WriteBatch) -> Result<u64> {
-        self.inner.commit(batch)
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
-    /// The current value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Value> {
-        self.inner.tables.read().get(key)
+    /// Appends `payload` as one entry and, once it is durable (with
+    /// [`Durability::EveryCommit`]; written, with `Periodic`), runs `apply(lsn)` — in LSN
+    /// order with every other commit's — before returning the entry's LSN and what `apply`
+    /// returned. On error the entry may or may not be in the log, and `apply` did not run.
+    pub fn commit<R, F>(&self, payload: Vec<u8>, apply: F) -> Result<(u64, R)>
+    where
+        R: Send + 'static,
+        F: FnOnce(u64) -> R + Send + 'static,
+    {
+        if payload.len() > ENTRY_BYTES_MAX {
+            return Err(Error::TooLarge {
+                what: "entry",
+                actual: payload.len(),
+                limit: ENTRY_BYTES_MAX,
+            });
+        }
+        let out: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
+        let out_in = Arc::clone(&out);
+        let apply: Apply = Box::new(move |lsn| {
+            let r = apply(lsn);
+            *out_in.lock() = Some(r);
+        });
+        let lsn = self.inner.commit(payload, apply)?;
+        let r = out.lock().take().ok_or_else(|| Error::Poisoned {
+            cause: "the entry's apply step did not complete".into(),
+        })?;
+        Ok((lsn, r))
     }
 
-    /// Every live key starting with `prefix`, in key order, with its value.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Value)> {
-        self.inner.tables.read().scan_prefix(prefix)
+    /// Hands every entry recovered at open to `f`, oldest first. Only before the first
+    /// commit (afterwards it is an error). An `Err(reason)` from `f` stops the replay and
+    /// becomes [`Error::Corruption`] naming the entry's file and offset.
+    pub fn replay(&self, f: &mut dyn FnMut(EntryRef<'_>) -> Result<(), String>) -> Result<()> {
+        if self.inner.queue.lock().committed {
+            return Err(Error::Poisoned {
+                cause: "replay after the first commit".into(),
+            });
+        }
+        let segments = self.inner.wal.lock().sealed.clone();
+        let mut last_lsn = 0;
+        for seg in segments {
+            let path = self.inner.dir.join(wal_file_name(seg.id));
+            let buf = self
+                .inner
+                .vfs
+                .read(&path)
+                .map_err(|e| Error::io("read WAL segment", &path, e))?;
+            let mut deliver = |e: EntryRef<'_>| {
+                f(e).map_err(|reason| Error::corruption(e.path, e.offset, reason))
+            };
+            match scan_segment(&path, &buf, seg.id, last_lsn, false, &mut deliver) {
+                Ok(scanned) => last_lsn = scanned.last_lsn,
+                Err(Torn::Error(err)) => return Err(err),
+                Err(Torn::CreationTorn) => {
+                    return Err(Error::corruption(&path, 0, "segment header vanished"));
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Moves everything in the WAL into the append log and retires the WAL segments.
-    pub fn checkpoint(&self) -> Result<()> {
-        self.inner.checkpoint()
+    /// The live snapshots, in tag order.
+    pub fn snapshots(&self) -> Vec<SnapshotRef> {
+        self.inner.manifest.lock().snapshots.clone()
     }
 
-    /// Checkpoints, then rewrites every live record into fresh segments and deletes the old
-    /// ones, so deleted bytes leave the disk.
-    pub fn compact(&self) -> Result<()> {
-        self.inner.compact()
+    /// The bytes of a live snapshot, after checking its length and checksum.
+    pub fn read_snapshot(&self, snapshot: &SnapshotRef) -> Result<Arc<dyn MappedBytes>> {
+        let path = self.inner.dir.join(snapshot_file_name(snapshot.file_id));
+        let map = self
+            .inner
+            .vfs
+            .map(&path)
+            .map_err(|e| Error::io("map snapshot", &path, e))?;
+        let bytes = map.bytes();
+        if bytes.len() as u64 != snapshot.bytes {
+            return Err(Error::corruption(
+                &path,
+                bytes.len().min(snapshot.bytes as usize) as u64,
+                format!(
+                    "snapshot is {} bytes, the manifest says {}",
+                    bytes.len(),
+                    snapshot.bytes
+                ),
+            ));
+        }
+        if crc32fast::hash(bytes) != snapshot.crc {
+            return Err(Error::corruption(&path, 0, "snapshot checksum mismatch"));
+        }
+        Ok(map)
+    }
+
+    /// Starts a snapshot file for `tag` reflecting every entry up to `lsn`. Nothing refers
+    /// to it until [`Store::install`] names it.
+    pub fn begin_snapshot(&self, tag: &[u8], lsn: u64) -> Result<SnapshotWriter> {
+        self.inner.check_poison()?;
+        if tag.is_empty() || tag.len() > TAG_BYTES_MAX {
+            return Err(Error::TooLarge {
+                what: "snapshot tag",
+                actual: tag.len(),
+                limit: TAG_BYTES_MAX,
+            });
+        }
+        let file_id = self.inner.next_file_id.fetch_add(1, Ordering::SeqCst);
+        let path = self.inner.dir.join(snapshot_file_name(file_id));
+        let file = self
+            .inner
+            .vfs
+            .create(&path)
+            .map_err(|e| self.inner.poison(Error::io("create snapshot", &path, e)))?;
+        Ok(SnapshotWriter {
+            inner: Arc::clone(&self.inner),
+            file,
+            path,
+            tag: tag.to_vec(),
+            file_id,
+            lsn,
+            buf: Vec::with_capacity(SNAPSHOT_BUFFER_BYTES),
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+            failed: false,
+            finished: false,
+        })
+    }
+
+    /// Makes `snapshots` the live ones for their tags (replacing older ones), durably; then
+    /// removes the files they replace and retires every WAL segment whose entries are all
+    /// below `retain_from_lsn`. The caller promises that every entry below
+    /// `retain_from_lsn` is reflected in a live snapshot.
+    pub fn install(&self, snapshots: Vec<SnapshotRef>, retain_from_lsn: u64) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_poison()?;
+        let mut manifest = inner.manifest.lock();
+        let mut next = manifest.clone();
+        let mut replaced = Vec::new();
+        for s in snapshots {
+            match next.snapshots.binary_search_by(|x| x.tag.cmp(&s.tag)) {
+                Ok(i) => replaced.push(std::mem::replace(&mut next.snapshots[i], s).file_id),
+                Err(i) => next.snapshots.insert(i, s),
+            }
+        }
+        next.next_file_id = inner.next_file_id.load(Ordering::SeqCst);
+        if next != *manifest {
+            next.store(inner.vfs.as_ref(), &inner.dir)
+                .map_err(|e| inner.poison(e))?;
+            *manifest = next;
+        }
+        drop(manifest);
+        for id in &replaced {
+            inner.remove_file(&snapshot_file_name(*id))?;
+        }
+        inner.retire(retain_from_lsn)?;
+        if !replaced.is_empty() {
+            inner
+                .vfs
+                .sync_dir(&inner.dir)
+                .map_err(|e| inner.poison(Error::io("sync data directory", &inner.dir, e)))?;
+        }
+        Ok(())
     }
 
     /// Makes every acknowledged commit durable now (meaningful with periodic durability).
@@ -223,35 +360,33 @@ impl Store {
 
     /// Sizes and positions.
     pub fn stats(&self) -> StoreStats {
-        let manifest = self.inner.maintenance.lock().clone();
-        let (last_lsn, wal_bytes, wal_syncs, wal_sync_micros) = {
-            let wal = self.inner.wal.lock();
-            let sealed: u64 = wal.sealed.iter().map(|(_, bytes)| bytes).sum();
-            (
-                wal.next_lsn - 1,
-                wal.bytes + sealed,
-                wal.syncs,
-                wal.sync_micros,
-            )
+        let (snapshot_bytes, snapshots) = {
+            let m = self.inner.manifest.lock();
+            (m.snapshots.iter().map(|s| s.bytes).sum(), m.snapshots.len())
         };
-        let tables = self.inner.tables.read();
-        let (log_bytes, log_live_bytes) = tables.log_bytes();
+        let wal = self.inner.wal.lock();
         StoreStats {
-            last_lsn,
-            checkpoint_lsn: manifest.checkpoint_lsn,
-            wal_bytes,
-            log_bytes,
-            log_live_bytes,
-            log_segments: tables.segments.len(),
-            memtable_bytes: tables.active.bytes + tables.frozen.as_ref().map_or(0, |f| f.bytes),
-            wal_syncs,
-            wal_sync_micros,
+            last_lsn: wal.next_lsn - 1,
+            wal_bytes: wal.total_bytes(),
+            wal_segments: wal.sealed.len() + 1,
+            snapshot_bytes,
+            snapshots,
+            wal_syncs: wal.syncs,
+            wal_sync_micros: wal.sync_micros,
         }
     }
 
     /// The error that poisoned the store, if any.
     pub fn poisoned(&self) -> Option<String> {
         self.inner.queue.lock().poisoned.clone()
+    }
+
+    /// Marks the store poisoned: every later commit fails with `cause` until reopened. For
+    /// owners whose own state can no longer be trusted to match the log.
+    pub fn poison(&self, cause: &str) {
+        self.inner.poison(Error::Poisoned {
+            cause: cause.to_owned(),
+        });
     }
 
     /// Stops the workers and makes everything acknowledged durable.
@@ -284,6 +419,114 @@ impl Drop for Store {
     }
 }
 
+const SNAPSHOT_BUFFER_BYTES: usize = 1 << 20;
+
+/// A snapshot file being written: an [`io::Write`] that buffers, checksums and counts.
+/// Finish it with [`SnapshotWriter::finish`]; dropping it unfinished removes the file.
+pub struct SnapshotWriter {
+    inner: Arc<Inner>,
+    file: Box<dyn VfsFile>,
+    path: PathBuf,
+    tag: Vec<u8>,
+    file_id: u64,
+    lsn: u64,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+    failed: bool,
+    finished: bool,
+}
+
+impl fmt::Debug for SnapshotWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("path", &self.path)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotWriter {
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("an earlier snapshot write failed"));
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.append(&self.buf) {
+            self.failed = true;
+            let kind = e.kind();
+            let err = self
+                .inner
+                .poison(Error::io("write snapshot", &self.path, e));
+            return Err(io::Error::new(kind, err.to_string()));
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Flushes and syncs the file; returns the reference to [`Store::install`].
+    pub fn finish(mut self) -> Result<SnapshotRef> {
+        self.flush_buf()
+            .map_err(|e| Error::io("write snapshot", &self.path, e))?;
+        if let Err(e) = self.file.sync() {
+            self.failed = true;
+            return Err(self.inner.poison(Error::io("sync snapshot", &self.path, e)));
+        }
+        self.finished = true;
+        Ok(SnapshotRef {
+            tag: std::mem::take(&mut self.tag),
+            file_id: self.file_id,
+            lsn: self.lsn,
+            bytes: self.bytes,
+            crc: self.crc.clone().finalize(),
+        })
+    }
+}
+
+impl io::Write for SnapshotWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_all(data)?;
+        Ok(data.len())
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("an earlier snapshot write failed"));
+        }
+        self.crc.update(data);
+        self.bytes += data.len() as u64;
+        if self.buf.len() + data.len() > SNAPSHOT_BUFFER_BYTES {
+            self.flush_buf()?;
+        }
+        if data.len() >= SNAPSHOT_BUFFER_BYTES {
+            self.buf.extend_from_slice(data);
+            return self.flush_buf();
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Abandoned: no manifest names the file (recovery would remove it too).
+            let _ = self.inner.vfs.remove(&self.path);
+        }
+    }
+}
+
 impl Inner {
     pub(crate) fn poisoned_now(&self) -> Option<String> {
         self.queue.lock().poisoned.clone()
@@ -306,7 +549,39 @@ impl Inner {
         err
     }
 
-    fn commit(&self, batch: WriteBatch) -> Result<u64> {
+    fn remove_file(&self, name: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        self.vfs
+            .remove(&path)
+            .map_err(|e| self.poison(Error::io("remove retired file", &path, e)))
+    }
+
+    /// Removes WAL segments whose entries are all below `lsn` (sealing the active segment
+    /// first when that applies to it, so that old bytes can leave the disk).
+    fn retire(&self, lsn: u64) -> Result<()> {
+        let retired: Vec<SealedSegment> = {
+            let mut wal = self.wal.lock();
+            if !wal.is_empty() && wal.last_lsn_here < lsn {
+                let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+                wal.roll(self.vfs.as_ref(), &self.dir, id)
+                    .map_err(|e| self.poison(e))?;
+            }
+            let (gone, kept): (Vec<_>, Vec<_>) = wal.sealed.iter().partition(|s| s.last_lsn < lsn);
+            wal.sealed = kept;
+            gone
+        };
+        for seg in &retired {
+            self.remove_file(&wal_file_name(seg.id))?;
+        }
+        if !retired.is_empty() {
+            self.vfs
+                .sync_dir(&self.dir)
+                .map_err(|e| self.poison(Error::io("sync data directory", &self.dir, e)))?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, payload: Vec<u8>, apply: Apply) -> Result<u64> {
         let slot: Slot = Arc::new(Mutex::new(None));
         let mut queue = self.queue.lock();
         if let Some(cause) = &queue.poisoned {
@@ -314,7 +589,12 @@ impl Inner {
                 cause: cause.clone(),
             });
         }
-        queue.pending.push((batch, Arc::clone(&slot)));
+        queue.committed = true;
+        queue.pending.push(Pending {
+            payload,
+            apply,
+            slot: Arc::clone(&slot),
+        });
         loop {
             if let Some(result) = slot.lock().take() {
                 return result.map_err(|cause| Error::Poisoned { cause });
@@ -334,12 +614,13 @@ impl Inner {
             parking_lot::MutexGuard::unlocked(&mut queue, std::thread::yield_now);
             let group = std::mem::take(&mut queue.pending);
             drop(queue);
-            let result = self.write_group(&group);
+            let slots: Vec<Slot> = group.iter().map(|p| Arc::clone(&p.slot)).collect();
+            let result = self.write_group(group);
             queue = self.queue.lock();
             queue.leader_active = false;
             match result {
                 Ok(lsns) => {
-                    for ((_, s), lsn) in group.iter().zip(lsns) {
+                    for (s, lsn) in slots.iter().zip(lsns) {
                         *s.lock() = Some(Ok(lsn));
                     }
                 }
@@ -348,7 +629,7 @@ impl Inner {
                     if queue.poisoned.is_none() {
                         queue.poisoned = Some(cause.clone());
                     }
-                    for (_, s) in &group {
+                    for s in &slots {
                         *s.lock() = Some(Err(cause.clone()));
                     }
                 }
@@ -357,90 +638,63 @@ impl Inner {
         }
     }
 
-    /// Writes, syncs and applies one commit group. Returns each batch's last LSN.
-    fn write_group(&self, group: &[(WriteBatch, Slot)]) -> Result<Vec<u64>> {
+    /// Writes and syncs one commit group, then runs its apply steps in LSN order. Returns
+    /// each entry's LSN.
+    fn write_group(&self, group: Vec<Pending>) -> Result<Vec<u64>> {
         let mut wal = self.wal.lock();
-        if wal.bytes >= self.opts.wal_segment_bytes_max {
+        let group_bytes: usize = group.iter().map(|p| entry_bytes(p.payload.len())).sum();
+        if !wal.is_empty() && wal.bytes + group_bytes as u64 > self.opts.wal_segment_bytes_max {
             let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
             wal.roll(self.vfs.as_ref(), &self.dir, id)?;
         }
-        let mut buf = Vec::with_capacity(group.iter().map(|(b, _)| b.bytes).sum());
+        let mut buf = Vec::with_capacity(group_bytes);
         let mut lsn = wal.next_lsn;
-        let mut last_lsns = Vec::with_capacity(group.len());
-        for (batch, _) in group {
-            for (i, op) in batch.ops.iter().enumerate() {
-                let continues = i + 1 < batch.ops.len();
-                encode_frame(
-                    &mut buf,
-                    wal.seed,
-                    lsn,
-                    op.kind(),
-                    continues,
-                    op.key(),
-                    op.value(),
-                );
+        let mut lsns = Vec::with_capacity(group.len());
+        for p in &group {
+            let mut chunks = p.payload.chunks(FRAME_BODY_BYTES_MAX).peekable();
+            if chunks.peek().is_none() {
+                encode_frame(&mut buf, wal.seed, lsn, false, &[]);
                 lsn += 1;
             }
-            last_lsns.push(lsn - 1);
-        }
-        if !buf.is_empty() {
-            let path = wal.path.clone();
-            wal.file
-                .append(&buf)
-                .map_err(|e| Error::io("append to WAL", &path, e))?;
-            wal.bytes += buf.len() as u64;
-            wal.unsynced = true;
-            if self.opts.durability == Durability::EveryCommit {
-                wal.sync()?;
+            while let Some(chunk) = chunks.next() {
+                encode_frame(&mut buf, wal.seed, lsn, chunks.peek().is_some(), chunk);
+                lsn += 1;
             }
-            wal.next_lsn = lsn;
+            lsns.push(lsn - 1);
         }
-        let memtable_bytes = {
-            let mut tables = self.tables.write();
-            for (batch, _) in group {
-                for op in &batch.ops {
-                    tables.active.apply(op);
-                }
+        let path = wal.path.clone();
+        wal.file
+            .append(&buf)
+            .map_err(|e| Error::io("append to WAL", &path, e))?;
+        wal.bytes += buf.len() as u64;
+        wal.unsynced = true;
+        if self.opts.durability == Durability::EveryCommit {
+            wal.sync()?;
+        }
+        wal.next_lsn = lsn;
+        wal.last_lsn_here = lsn - 1;
+        drop(buf);
+        // Durable: apply in LSN order, before any committer of this group is answered. A
+        // panic here means the owner's state may no longer match the log: poison the store
+        // (release builds abort on panic instead; see ARCHITECTURE.md).
+        for (p, lsn) in group.into_iter().zip(&lsns) {
+            let apply = p.apply;
+            let lsn = *lsn;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || apply(lsn))).is_err() {
+                return Err(Error::Poisoned {
+                    cause: format!(
+                        "applying entry {lsn} panicked; memory may not match the log, reopen to recover"
+                    ),
+                });
             }
-            tables.active.bytes
-        };
+        }
         drop(wal);
-        if memtable_bytes >= self.opts.checkpoint_bytes {
-            self.wake_cv.notify_all();
-        }
-        Ok(last_lsns)
-    }
-
-    fn needs_compaction(&self) -> bool {
-        let (total, live) = self.tables.read().log_bytes();
-        let dead = total.saturating_sub(live);
-        dead >= self.opts.compaction_min_dead_bytes
-            && dead as f64 >= self.opts.compaction_dead_ratio * total as f64
-    }
-
-    fn maintenance_tick(&self) {
-        if self.poisoned_now().is_some() {
-            return;
-        }
-        let memtable_bytes = self.tables.read().active.bytes;
-        // Errors poison the store and surface on the next commit; nothing more to do here.
-        if memtable_bytes >= self.opts.checkpoint_bytes {
-            let _ = self.checkpoint();
-        }
-        if self.needs_compaction() {
-            let _ = self.compact();
-        }
+        Ok(lsns)
     }
 }
 
 fn spawn_workers(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
     let mut workers = Vec::new();
-    if inner.opts.background_maintenance {
-        let inner = Arc::clone(inner);
-        workers.push(std::thread::spawn(move || {
-            worker_loop(&inner, Duration::from_secs(1), Inner::maintenance_tick)
-        }));
-    }
     if let Durability::Periodic { interval_ms } = inner.opts.durability {
         let inner = Arc::clone(inner);
         workers.push(std::thread::spawn(move || {

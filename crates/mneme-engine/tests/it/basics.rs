@@ -95,9 +95,16 @@ fn remember_recall_get_list_update_forget_and_stats() {
     assert_eq!(stats.dimensions, 256);
     assert!(stats.store_bytes_on_disk > 0);
 
+    assert!(matches!(
+        engine.forget("bot", &["nope".into()]),
+        Err(mneme_engine::Error::InvalidArgument { .. })
+    ));
     assert_eq!(
         engine
-            .forget("bot", &[a.memory.id.clone(), "nope".into()])
+            .forget(
+                "bot",
+                &[a.memory.id.clone(), "01ARZ3NDEKTSV4RRFFQ69G5FAV".into()]
+            )
             .unwrap(),
         1
     );

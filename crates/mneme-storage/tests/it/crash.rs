@@ -3,22 +3,26 @@
 use mneme_storage::sim::{Fault, SimFs, TEAR_MODES};
 use proptest::prelude::*;
 
-use crate::workload::{Reference, Step, dump, generate, open_sim, run};
+use crate::workload::{Op, Reference, Step, generate, open_sim, run};
 
 fn recover_and_check(fs: &SimFs, reference: &mut Reference, context: &str) {
-    let store = match open_sim(fs) {
-        Ok(store) => store,
+    let owner = match open_sim(fs) {
+        Ok(owner) => owner,
         Err(err) => panic!("{context}: recovery failed: {err}"),
     };
-    reference.check_recovered(dump(&store), context);
+    reference.check_recovered(owner.state(), context);
     // The recovered store must accept writes and keep them across another reopen.
-    let mut batch = mneme_storage::WriteBatch::new();
-    batch.put(b"after-crash".to_vec(), b"ok".to_vec()).unwrap();
-    store.commit(batch.clone()).unwrap();
-    reference.attempted(&batch, true);
-    drop(store);
-    let store = open_sim(fs).unwrap();
-    reference.check_recovered(dump(&store), &format!("{context}, second reopen"));
+    let op = Op::Put {
+        part: 0,
+        key: b"after-crash".to_vec(),
+        value: b"ok".to_vec(),
+    };
+    owner.commit(&op).unwrap();
+    reference.attempted(&op, true);
+    owner.checkpoint(0b001).unwrap();
+    drop(owner);
+    let owner = open_sim(fs).unwrap();
+    reference.check_recovered(owner.state(), &format!("{context}, second reopen"));
 }
 
 proptest! {
@@ -35,10 +39,24 @@ proptest! {
     }
 }
 
-/// The fixed workload used for exhaustive crash points. It rolls WAL segments, checkpoints,
-/// compacts and reopens several times.
+/// The fixed workload used for exhaustive crash points. It rolls WAL segments, snapshots
+/// partitions (installing and retiring) and reopens several times.
 fn crash_workload() -> Vec<Step> {
     generate(0x5eed_cafe, 70)
+}
+
+#[test]
+fn the_crash_workload_exercises_every_mechanism() {
+    let steps = crash_workload();
+    let checkpoints = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Checkpoint(_)))
+        .count();
+    let reopens = steps.iter().filter(|s| matches!(s, Step::Reopen)).count();
+    assert!(
+        checkpoints >= 5 && reopens >= 3,
+        "{checkpoints} checkpoints, {reopens} reopens"
+    );
 }
 
 #[test]
@@ -49,7 +67,7 @@ fn power_loss_at_every_io_operation_under_every_tear_mode() {
     assert!(run(&fs, &steps, &mut reference), "fault-free run failed");
     let total_ops = fs.mutating_ops();
     assert!(
-        total_ops > 200,
+        total_ops > 150,
         "workload too small to be interesting: {total_ops} ops"
     );
 
@@ -66,6 +84,10 @@ fn power_loss_at_every_io_operation_under_every_tear_mode() {
                 let mut reference = Reference::default();
                 let completed = run(&fs, &steps, &mut reference);
                 assert!(!completed, "crash at op {k} never fired");
+                assert!(
+                    fs.crashed(),
+                    "crash at op {k}: the run stopped without the fault"
+                );
                 fs.reboot(*mode, keep_dir_ops);
                 let context = format!(
                     "crash at op {k}/{total_ops}, {mode:?}, keep_dir_ops {keep_dir_ops}, seed {seed}"
@@ -84,10 +106,11 @@ fn power_loss_during_recovery_itself_is_recoverable() {
     // Crash in the middle of the workload, then crash again at each step of recovery.
     fs.inject(Fault {
         op: None,
-        skip: 150,
+        skip: 120,
         crash: true,
     });
     assert!(!run(&fs, &steps, &mut reference));
+    assert!(fs.crashed());
     // One disk, crashed again and again: each time at the k-th I/O operation of recovery.
     for mode in TEAR_MODES {
         for k in 0..6 {

@@ -7,11 +7,14 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use mneme_storage::{Options, Store, WriteBatch};
+use mneme_storage::Options;
+use mneme_storage::vfs::RealFs;
 use rand::{Rng, SeedableRng};
+
+use crate::workload::{Op, Owner};
 
 const CHILD_ENV: &str = "MNEME_KILL_CHILD_DIR";
 const CYCLE_ENV: &str = "MNEME_KILL_CHILD_CYCLE";
@@ -30,30 +33,44 @@ fn child_writer() {
     let cycle: u32 = std::env::var(CYCLE_ENV).unwrap().parse().unwrap();
     let opts = Options {
         wal_segment_bytes_max: 64 * 1024,
-        checkpoint_bytes: 128 * 1024,
-        compaction_min_dead_bytes: 0,
         ..Options::default()
     };
-    let store = std::sync::Arc::new(Store::open(&dir, opts).unwrap());
-    let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let owner = Arc::new(Owner::open_with(Arc::new(RealFs), dir.as_ref(), opts).unwrap());
+    // Snapshots and WAL retirement run meanwhile, like the engine's checkpoints.
+    {
+        let owner = Arc::clone(&owner);
+        std::thread::spawn(move || {
+            for i in 0u64.. {
+                std::thread::sleep(Duration::from_millis(15));
+                owner.checkpoint(1 << (i % 3)).unwrap();
+            }
+        });
+    }
+    let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..WRITERS)
         .map(|t| {
-            let store = std::sync::Arc::clone(&store);
-            let stdout = std::sync::Arc::clone(&stdout);
+            let owner = Arc::clone(&owner);
+            let stdout = Arc::clone(&stdout);
             std::thread::spawn(move || {
                 for seq in 0.. {
                     let key = format!("c{cycle}-t{t}-{seq}");
-                    let mut batch = WriteBatch::new();
-                    batch
-                        .put(key.clone().into_bytes(), value_for(&key))
-                        .unwrap();
+                    let part = (t % 3) as u8;
                     if seq % 10 == 9 {
-                        // Deletes are acknowledged too: delete the previous key.
-                        batch
-                            .delete(format!("c{cycle}-t{t}-{}", seq - 1).into_bytes())
+                        // Deletes are acknowledged too: delete the previous key first.
+                        owner
+                            .commit(&Op::Delete {
+                                part,
+                                key: format!("c{cycle}-t{t}-{}", seq - 1).into_bytes(),
+                            })
                             .unwrap();
                     }
-                    store.commit(batch).unwrap();
+                    owner
+                        .commit(&Op::Put {
+                            part,
+                            key: key.clone().into_bytes(),
+                            value: value_for(&key),
+                        })
+                        .unwrap();
                     let mut out = stdout.lock().unwrap();
                     writeln!(out, "ACK {key}").unwrap();
                     out.flush().unwrap();
@@ -126,15 +143,20 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_write() {
                 _ => expected.entry(key.clone()).or_insert(Some(true)),
             };
         }
-        let store = Store::open(dir.path(), Options::default())
+        let owner = Owner::open_with(Arc::new(RealFs), dir.path(), Options::default())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        let state = owner.state();
+        let t_of = |key: &str| -> u8 {
+            let t: u8 = key.split('-').nth(1).unwrap()[1..].parse().unwrap();
+            t % 3
+        };
         for (key, present) in &expected {
-            let got = store.get(key.as_bytes());
+            let got = state.get(&(t_of(key), key.as_bytes().to_vec()));
             let Some(present) = present else { continue };
             if *present {
                 let got = got.unwrap_or_else(|| panic!("cycle {cycle}: acknowledged {key} lost"));
                 assert_eq!(
-                    &*got,
+                    got.as_slice(),
                     value_for(key).as_slice(),
                     "cycle {cycle}: {key} damaged"
                 );

@@ -1,8 +1,20 @@
-//! The store on the real file system: locking, concurrency, compaction erasing bytes.
+//! The store on the real file system: locking, concurrency and apply order, retirement
+//! erasing bytes, large entries, limits, formats it refuses.
 
 use std::sync::Arc;
 
-use mneme_storage::{Durability, Error, Options, Store, WriteBatch};
+use mneme_storage::{Durability, ENTRY_BYTES_MAX, Error, Options, Store};
+
+use crate::workload::{Op, Owner};
+
+fn open(dir: &std::path::Path) -> Owner {
+    Owner::open_with(
+        Arc::new(mneme_storage::vfs::RealFs),
+        dir,
+        Options::default(),
+    )
+    .unwrap()
+}
 
 #[test]
 fn a_second_open_of_the_same_directory_is_refused() {
@@ -17,19 +29,21 @@ fn a_second_open_of_the_same_directory_is_refused() {
 }
 
 #[test]
-fn concurrent_committers_are_all_durable() {
+fn concurrent_committers_are_all_durable_and_applied_in_lsn_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
-    let threads: Vec<_> = (0..8u32)
+    let owner = Arc::new(open(dir.path()));
+    let threads: Vec<_> = (0..8u8)
         .map(|t| {
-            let store = Arc::clone(&store);
+            let owner = Arc::clone(&owner);
             std::thread::spawn(move || {
                 for i in 0..200u32 {
-                    let mut batch = WriteBatch::new();
-                    batch
-                        .put(format!("{t}/{i}").into_bytes(), vec![t as u8; 1024])
+                    owner
+                        .commit(&Op::Put {
+                            part: t % 3,
+                            key: format!("{t}/{i}").into_bytes(),
+                            value: vec![t; 1024],
+                        })
                         .unwrap();
-                    store.commit(batch).unwrap();
                 }
             })
         })
@@ -37,38 +51,80 @@ fn concurrent_committers_are_all_durable() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(store.stats().last_lsn, 1600);
-    drop(store);
-    let store = Store::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(store.scan_prefix(b"").len(), 1600);
-    assert_eq!(&*store.get(b"7/199").unwrap(), vec![7u8; 1024].as_slice());
+    let order = owner.applied_order.lock().clone();
+    assert_eq!(order.len(), 1600);
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "applied out of LSN order"
+    );
+    assert_eq!(owner.store.stats().last_lsn, 1600);
+    let before = owner.state();
+    drop(owner);
+    let owner = open(dir.path());
+    assert_eq!(owner.state(), before);
+    assert_eq!(owner.state().len(), 1600);
 }
 
 #[test]
-fn compaction_erases_deleted_bytes_from_disk() {
+fn snapshots_retire_the_wal_and_forgotten_bytes_leave_the_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let owner = open(dir.path());
     let secret = b"SECRET-MEMORY-CONTENT-0123456789".to_vec();
-    let mut batch = WriteBatch::new();
-    batch.put(b"agent/a/1".to_vec(), secret.clone()).unwrap();
-    batch.put(b"agent/b/1".to_vec(), b"keep".to_vec()).unwrap();
-    store.commit(batch).unwrap();
-    store.checkpoint().unwrap();
-    let mut batch = WriteBatch::new();
-    batch.delete_prefix(b"agent/a/".to_vec()).unwrap();
-    store.commit(batch).unwrap();
-    assert!(store.get(b"agent/a/1").is_none());
-    store.compact().unwrap();
+    owner
+        .commit(&Op::Put {
+            part: 0,
+            key: b"a1".to_vec(),
+            value: secret.clone(),
+        })
+        .unwrap();
+    owner
+        .commit(&Op::Put {
+            part: 1,
+            key: b"b1".to_vec(),
+            value: b"keep".to_vec(),
+        })
+        .unwrap();
+    owner.checkpoint(0b111).unwrap();
+    owner.commit(&Op::Clear { part: 0 }).unwrap();
+    owner.checkpoint(0b111).unwrap();
     let contains_secret = std::fs::read_dir(dir.path()).unwrap().any(|entry| {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         bytes.windows(secret.len()).any(|w| w == secret.as_slice())
     });
-    assert!(!contains_secret, "deleted bytes survived compaction");
-    assert_eq!(&*store.get(b"agent/b/1").unwrap(), b"keep");
-    drop(store);
-    let store = Store::open(dir.path(), Options::default()).unwrap();
-    assert!(store.get(b"agent/a/1").is_none());
-    assert_eq!(&*store.get(b"agent/b/1").unwrap(), b"keep");
+    assert!(!contains_secret, "forgotten bytes survived the checkpoint");
+    let stats = owner.store.stats();
+    assert_eq!(stats.wal_segments, 1, "{stats:?}");
+    drop(owner);
+    let owner = open(dir.path());
+    let state = owner.state();
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[&(1, b"b1".to_vec())], b"keep");
+}
+
+#[test]
+fn entries_larger_than_a_frame_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = open(dir.path());
+    let big: Vec<u8> = (0..(mneme_storage::FRAME_BODY_BYTES_MAX * 2 + 77))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let op = Op::Put {
+        part: 2,
+        key: b"big".to_vec(),
+        value: big.clone(),
+    };
+    owner.commit(&op).unwrap();
+    owner
+        .commit(&Op::Put {
+            part: 2,
+            key: b"after".to_vec(),
+            value: b"x".to_vec(),
+        })
+        .unwrap();
+    drop(owner);
+    let owner = open(dir.path());
+    assert_eq!(owner.state()[&(2, b"big".to_vec())], big);
+    assert_eq!(owner.state()[&(2, b"after".to_vec())], b"x");
 }
 
 #[test]
@@ -79,24 +135,46 @@ fn periodic_durability_acknowledges_and_syncs_in_the_background() {
         ..Options::default()
     };
     let store = Store::open(dir.path(), opts.clone()).unwrap();
-    let mut batch = WriteBatch::new();
-    batch.put(b"k".to_vec(), b"v".to_vec()).unwrap();
-    store.commit(batch).unwrap();
+    store.commit(b"entry".to_vec(), |_| ()).unwrap();
     store.close().unwrap();
     let store = Store::open(dir.path(), opts).unwrap();
-    assert_eq!(&*store.get(b"k").unwrap(), b"v");
+    let mut seen = Vec::new();
+    store
+        .replay(&mut |e| {
+            seen.push(e.payload.to_vec());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![b"entry".to_vec()]);
 }
 
 #[test]
-fn oversized_keys_and_values_get_a_clear_error() {
-    let mut batch = WriteBatch::new();
-    let err = batch
-        .put(vec![0u8; mneme_storage::KEY_BYTES_MAX + 1], b"v".to_vec())
+fn oversized_entries_and_tags_get_a_clear_error_and_replay_only_before_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let err = store
+        .commit(vec![0u8; ENTRY_BYTES_MAX + 1], |_| ())
         .unwrap_err();
-    assert!(err.to_string().contains("key is 4097 bytes"), "{err}");
-    let err = batch
-        .put(b"k".to_vec(), vec![0u8; mneme_storage::VALUE_BYTES_MAX + 1])
-        .unwrap_err();
-    assert!(matches!(err, Error::TooLarge { what: "value", .. }));
-    assert!(batch.is_empty());
+    assert!(
+        matches!(err, Error::TooLarge { what: "entry", .. }),
+        "{err}"
+    );
+    assert!(store.begin_snapshot(&[], 1).is_err());
+    assert!(store.begin_snapshot(&[1; 1025], 1).is_err());
+    store.commit(b"x".to_vec(), |_| ()).unwrap();
+    assert!(store.replay(&mut |_| Ok(())).is_err());
+}
+
+#[test]
+fn a_data_directory_of_the_first_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("log-0000000000000001.seg"), b"old").unwrap();
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("mneme export"), "{err}");
+    // Nothing of it was touched.
+    assert_eq!(
+        std::fs::read(dir.path().join("log-0000000000000001.seg")).unwrap(),
+        b"old"
+    );
 }
