@@ -394,6 +394,26 @@ async fn main() {
         let histograms: Histograms = Arc::default();
         let deadline = Instant::now() + Duration::from_secs(seconds as u64);
         let t0 = Instant::now();
+        // Vectors not yet in the graph are scanned exactly by every query: watch how many.
+        let lag_task = {
+            let mut c = MemoryServiceClient::new(channel.clone());
+            let agent_id = agent_name(agents, 0);
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while Instant::now() < deadline {
+                    if let Ok(s) = c
+                        .stats(pb::StatsRequest {
+                            agent_id: agent_id.clone(),
+                        })
+                        .await
+                    {
+                        samples.push(s.into_inner().index_lag);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                samples
+            })
+        };
         let tasks: Vec<_> = (0..nc)
             .map(|i| {
                 tokio::spawn(client_loop(
@@ -409,7 +429,13 @@ async fn main() {
             t.await.unwrap();
         }
         let elapsed = t0.elapsed().as_secs_f64();
+        let lag = lag_task.await.unwrap();
+        let lag_mean = lag.iter().sum::<u64>() as f64 / lag.len().max(1) as f64;
+        let lag_max = lag.iter().copied().max().unwrap_or(0);
         println!("\n{nc} clients for {seconds} s ({mix})");
+        println!(
+            "index lag (vectors scanned exactly by every query): mean {lag_mean:.0}, max {lag_max}"
+        );
         println!("| op | calls/s | p50 ms | p95 ms | p99 ms | max ms |");
         println!("|---|---|---|---|---|---|");
         let mut ops = serde_json::Map::new();
@@ -429,6 +455,8 @@ async fn main() {
         }
         runs.push(json!({
             "clients": nc,
+            "index_lag_mean": lag_mean,
+            "index_lag_max": lag_max,
             "seconds": elapsed,
             "calls_per_s": total as f64 / elapsed,
             "ops": ops,

@@ -274,15 +274,15 @@ impl Cx<'_> {
         Outcome::Remembered(out)
     }
 
-    /// An existing memory in the same session and of the same type, unexpired, with the
-    /// same normalised text and a vector at least `threshold` close.
+    /// The earliest (lowest-key) existing memory in the same session and of the same type,
+    /// unexpired, with the same normalised text and a vector at least `threshold` close.
     fn find_duplicate(&self, item: &NewMemory, at_ms: i64, threshold: f64) -> Option<u64> {
         let text = normalized_text(&item.record.content);
         self.state
             .same_text_keys(&item.record.content)
             .iter()
             .copied()
-            .find(|key| {
+            .filter(|key| {
                 let Some(m) = self.state.memories.get(key) else {
                     return false;
                 };
@@ -295,6 +295,7 @@ impl Cx<'_> {
                         .get(*key)
                         .is_some_and(|v| exact_dot(v, &item.vector) >= threshold)
             })
+            .min()
     }
 
     /// Folds a duplicate into the memory it repeats: it counts as a use, may raise

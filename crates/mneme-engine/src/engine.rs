@@ -195,8 +195,9 @@ impl Engine {
     }
 
     /// Logs `entry` and applies it once it is durable; returns what applying it did. This
-    /// is the only way state changes.
-    pub(crate) fn submit(&self, entry: Entry) -> Result<Outcome> {
+    /// is the only way state changes: the write methods build their entry and call it, and
+    /// so can anything that replays entries from another log.
+    pub fn submit(&self, entry: Entry) -> Result<Outcome> {
         self.inner.submit(entry)
     }
 
@@ -332,6 +333,18 @@ impl Inner {
             return agent.state.read().config.clone();
         }
         self.default_config(client_dim)
+    }
+
+    /// The configuration record of an agent of client-supplied vectors (tests).
+    #[cfg(test)]
+    pub(crate) fn client_config_record(dim: usize) -> crate::codec::AgentConfigRecord {
+        AgentConfig {
+            embedder: CLIENT_EMBEDDER_ID.to_owned(),
+            dim,
+            calibration: mneme_scoring::Calibration::UNKNOWN,
+            scoring: ScoringParams::default(),
+        }
+        .to_record()
     }
 
     pub(crate) fn default_config(&self, client_dim: Option<usize>) -> AgentConfig {

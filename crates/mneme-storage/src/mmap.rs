@@ -2,9 +2,9 @@
 //!
 //! The contract (see `docs/safety.md`): a file is mapped only after every byte of it was
 //! written and `fdatasync`ed, and from then on nothing in this process writes to it,
-//! truncates it or reopens it for writing. Sealed append-log segments are the only files
-//! mapped. Removing a mapped file (after compaction) is fine on POSIX: the mapping keeps
-//! the inode alive until the last `Arc` to it drops.
+//! truncates it or reopens it for writing. Installed snapshot files are the only files
+//! mapped. Removing a mapped file (a replaced snapshot) is fine on POSIX: the mapping
+//! keeps the inode alive until the last `Arc` to it drops.
 
 use std::fs::File;
 use std::io;
@@ -25,11 +25,11 @@ impl ReadOnlyMap {
             unsafe_code,
             reason = "memmap2 cannot prove the file is not changed by others"
         )]
-        // SAFETY: only sealed segments are mapped: they were fully written and synced before
-        // being published in the manifest, and this process never writes to, truncates or
-        // reopens them for writing afterwards. The data directory is held under an exclusive
-        // lock, so no other Mneme process writes them either. A foreign process modifying the
-        // files behind our back is outside the contract documented in docs/safety.md.
+        // SAFETY: only installed snapshots are mapped: they were fully written and synced
+        // before being published in the manifest, and this process never writes to,
+        // truncates or reopens them for writing afterwards. The data directory is held under
+        // an exclusive lock, so no other Mneme process writes them either. A foreign process
+        // modifying the files behind our back is outside the contract (docs/safety.md).
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(Self { map })
     }

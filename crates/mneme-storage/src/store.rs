@@ -46,6 +46,10 @@ pub struct Options {
     pub durability: Durability,
     /// A WAL segment rolls over once it is this large.
     pub wal_segment_bytes_max: u64,
+    /// Keep every WAL segment instead of retiring the ones snapshots cover: the complete
+    /// history stays on disk (for audits and for tests that replay it). The log then grows
+    /// without bound.
+    pub keep_wal: bool,
 }
 
 impl Default for Options {
@@ -53,6 +57,7 @@ impl Default for Options {
         Self {
             durability: Durability::EveryCommit,
             wal_segment_bytes_max: 64 * 1024 * 1024,
+            keep_wal: false,
         }
     }
 }
@@ -559,6 +564,9 @@ impl Inner {
     /// Removes WAL segments whose entries are all below `lsn` (sealing the active segment
     /// first when that applies to it, so that old bytes can leave the disk).
     fn retire(&self, lsn: u64) -> Result<()> {
+        if self.opts.keep_wal {
+            return Ok(());
+        }
         let retired: Vec<SealedSegment> = {
             let mut wal = self.wal.lock();
             if !wal.is_empty() && wal.last_lsn_here < lsn {

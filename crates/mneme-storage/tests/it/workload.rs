@@ -246,6 +246,7 @@ pub fn small_options() -> Options {
     Options {
         durability: Durability::EveryCommit,
         wal_segment_bytes_max: 2 * 1024,
+        keep_wal: false,
     }
 }
 
