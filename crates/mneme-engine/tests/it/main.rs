@@ -5,6 +5,7 @@
 mod basics;
 mod graphs;
 mod isolation;
+mod kill;
 mod log_model;
 #[cfg(feature = "minilm")]
 mod minilm;
