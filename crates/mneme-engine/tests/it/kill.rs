@@ -83,7 +83,8 @@ fn engine_child_writer() {
                     n: cycle * 1_000_000,
                     known_ids: known,
                 };
-                loop {
+                // Until the parent kills the process.
+                for _ in 0u64.. {
                     let e = g.entry(clock.now_ms());
                     let bytes = hex(&mneme_engine::mutation::encode(&e));
                     {
