@@ -133,6 +133,10 @@ struct ServeArgs {
     /// Per-request deadline in milliseconds [default: 30000].
     #[arg(long, env = "MNEME_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
+    /// End a stream whose client neither reads nor sends for this many milliseconds
+    /// [default: 30000].
+    #[arg(long, env = "MNEME_STREAM_IDLE_TIMEOUT_MS")]
+    stream_idle_timeout_ms: Option<u64>,
     /// TLS certificate chain (PEM); serve TLS with --tls-key.
     #[arg(long, env = "MNEME_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -159,6 +163,7 @@ struct FileConfig {
     sync_interval_ms: Option<u64>,
     graph_index: Option<GraphChoice>,
     request_timeout_ms: Option<u64>,
+    stream_idle_timeout_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -253,7 +258,10 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => {
+            abort_on_panic();
+            runtime.block_on(serve(args))
+        }
         Command::Keys {
             command: KeysCommand::Hash { key },
         } => {
@@ -362,6 +370,19 @@ fn load_minilm(_: &std::path::Path, _: usize) -> Result<Arc<dyn Embedder>> {
     bail!("this build has no MiniLM support: rebuild with `--features minilm`")
 }
 
+/// A panic in the server ends the process (after printing it), like PostgreSQL's PANIC:
+/// memory is rebuilt from the log on restart instead of being served in a state that may no
+/// longer match it. (Without this, a panic inside an engine call would be caught by the
+/// blocking pool and the server would go on.)
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("mneme: aborting after a panic; restart to recover from the log");
+        std::process::abort();
+    }));
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let file: FileConfig = match &args.config {
         Some(path) => toml::from_str(
@@ -405,9 +426,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let mut server = mneme_server::ServerConfig::new(listen);
     server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     server.auth = auth;
+    server.keys_file = keys_file;
     server.insecure = args.insecure || file.insecure.unwrap_or(false);
     if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
         server.request_timeout = std::time::Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.stream_idle_timeout_ms.or(file.stream_idle_timeout_ms) {
+        server.stream_idle_timeout = std::time::Duration::from_millis(ms);
     }
     match (
         args.tls_cert.or(file.tls_cert),
@@ -424,7 +449,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         (None, None) => {}
         _ => bail!("TLS needs both tls_cert and tls_key"),
     }
-    let config = EngineConfig {
+    #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
+    let mut config = EngineConfig {
         storage: StorageOptions {
             durability,
             ..StorageOptions::default()
@@ -452,6 +478,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         ..EngineConfig::default()
     };
+    #[cfg(feature = "fault-injection")]
+    if let Ok(marker) = std::env::var("MNEME_FAULT_PANIC_ON_CONTENT") {
+        tracing::warn!("fault injection: applying a memory with this content panics");
+        config.fault_panic_on_content = Some(marker);
+    }
     let default_embedder = config.embedders.default_embedder().id().to_owned();
     let dir = data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, config))

@@ -18,11 +18,11 @@ fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, field: &s
 
 /// Sends raw bytes as a request body.
 #[derive(Debug, Default, Clone)]
-struct RawCodec;
+pub struct RawCodec;
 #[derive(Debug, Default, Clone)]
-struct RawEncoder;
+pub struct RawEncoder;
 #[derive(Debug, Default, Clone)]
-struct RawDecoder;
+pub struct RawDecoder;
 
 impl Encoder for RawEncoder {
     type Item = Vec<u8>;

@@ -402,6 +402,31 @@ impl AgentState {
         }
     }
 
+    /// The state of a loaded snapshot: `memories` with their keys, built in bulk. Fails on
+    /// a duplicate id (a damaged or hostile snapshot), naming it.
+    pub(crate) fn from_memories(
+        config: AgentConfig,
+        memories: Vec<(u64, MemoryState)>,
+        next_key: u64,
+    ) -> std::result::Result<Self, String> {
+        let mut state = Self::new(config);
+        let mut ids: Vec<(String, u64)> =
+            memories.iter().map(|(k, m)| (m.id.clone(), *k)).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(format!("memory id {} appears twice", w[0].0));
+        }
+        // Sorted input: the map is built in one pass.
+        state.ids = ids.into_iter().collect();
+        state.memories.reserve(memories.len());
+        for (key, m) in memories {
+            state.index_memory(key, &m);
+            state.memories.insert(key, m);
+        }
+        state.next_key = next_key;
+        Ok(state)
+    }
+
     /// Inserts a memory under a key it does not have yet.
     pub(crate) fn insert(&mut self, key: u64, memory: MemoryState) {
         self.ids.insert(memory.id.clone(), key);

@@ -83,6 +83,13 @@ impl Inner {
                 return Outcome::Skipped;
             }
             let mut index = agent.index.write();
+            #[cfg(feature = "fault-injection")]
+            if let (Some(marker), Mutation::Remember(r)) =
+                (&self.config.fault_panic_on_content, &entry.mutation)
+                && r.items.iter().any(|i| i.record.content == *marker)
+            {
+                panic!("injected fault: applying {marker:?}");
+            }
             let mut cx = Cx {
                 agent: &agent,
                 state: &mut state,

@@ -80,6 +80,19 @@ pub struct StoredMemory {
     pub access: AccessRecord,
 }
 
+/// [`StoredMemory`] by reference, for writing without copying (same encoding).
+#[derive(Debug, Clone, Copy, Encode)]
+pub struct StoredMemoryRef<'a> {
+    /// Index key.
+    pub key: u64,
+    /// Memory id.
+    pub id: &'a str,
+    /// Record.
+    pub record: &'a MemoryRecord,
+    /// Counters.
+    pub access: &'a AccessRecord,
+}
+
 /// Largest record a snapshot decodes (a memory's content, metadata and ids fit easily).
 const RECORD_DECODE_LIMIT: usize = 4 * 1024 * 1024;
 

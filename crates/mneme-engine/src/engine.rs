@@ -53,6 +53,9 @@ pub struct EngineConfig {
     /// size if that is more (up to [`CHECKPOINT_WAL_BYTES_MAX`]): a restart then replays
     /// at most about that much.
     pub checkpoint_wal_bytes: u64,
+    /// Test-only: applying a memory with exactly this content panics.
+    #[cfg(feature = "fault-injection")]
+    pub fault_panic_on_content: Option<String>,
 }
 
 /// The log never grows past this many bytes before a checkpoint is due.
@@ -71,6 +74,8 @@ impl Default for EngineConfig {
             background: true,
             ttl_sweep_interval: Duration::from_secs(10),
             checkpoint_wal_bytes: 64 * 1024 * 1024,
+            #[cfg(feature = "fault-injection")]
+            fault_panic_on_content: None,
         }
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! Snapshots live in `<data dir>/graphs/a-<agent id in base32hex>/` (never the agent id
 //! itself: see `mneme_storage::names`) and are derived state: the WAL and the
-//! append log stay the truth. Each point is labelled with its memory id and a CRC32 of its
-//! vector; on load a label resolves to a key only if that memory still exists with the same
-//! vector, so deletions and re-embeddings since the snapshot become tombstones, and memories
-//! added since go to the exact tail. A snapshot that fails validation is deleted and the
-//! graph is rebuilt in the background.
+//! snapshots stay the truth. Each point is labelled with its index key (keys are a
+//! deterministic function of the log and never reused) and a CRC32 of its vector; on load a
+//! label resolves only if that key still holds the same vector, so deletions and
+//! re-embeddings since the snapshot become tombstones, and memories added since go to the
+//! exact tail. A snapshot that fails validation is deleted and the graph is rebuilt in the
+//! background.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,9 +23,20 @@ use crate::engine::Inner;
 /// A graph is snapshotted at most this often while it changes.
 pub const GRAPH_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
-fn label(id: &str, vector: &[f32]) -> Vec<u8> {
-    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-    format!("{id}#{:08x}", crc32fast::hash(&bytes)).into_bytes()
+/// A point's label: its key and the CRC32 of its vector's little-endian bytes, 12 bytes.
+fn label(key: u64, vector: &[f32]) -> [u8; 12] {
+    let mut crc = crc32fast::Hasher::new();
+    if cfg!(target_endian = "little") {
+        crc.update(bytemuck::cast_slice(vector));
+    } else {
+        for x in vector {
+            crc.update(&x.to_le_bytes());
+        }
+    }
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&key.to_le_bytes());
+    out[8..].copy_from_slice(&crc.finalize().to_le_bytes());
+    out
 }
 
 /// Prefix of every agent's snapshot directory name.
@@ -72,12 +84,10 @@ pub(crate) fn restore(root: &Path, agent: &Agent, config: &IndexConfig) {
         return;
     }
     let loaded = {
-        let state = agent.state.read();
         let index = agent.index.read();
         let resolve = |l: &[u8]| -> Option<u64> {
-            let (id, _) = std::str::from_utf8(l).ok()?.split_once('#')?;
-            let key = state.key_of(id)?;
-            (label(id, index.get(key)?) == l).then_some(key)
+            let key = u64::from_le_bytes(l.get(..8)?.try_into().ok()?);
+            (l.len() == 12 && label(key, index.get(key)?) == *l).then_some(key)
         };
         Graph::load(&dir, config.graph, index.dim(), config.hnsw, &resolve)
     };
@@ -111,11 +121,10 @@ pub(crate) fn save(root: &Path, agent: &Agent) -> Result<(), mneme_index::Snapsh
     let keys: Vec<u64> = agent.state.read().memories.keys().copied().collect();
     let mut labels = std::collections::HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(4_096) {
-        let state = agent.state.read();
         let index = agent.index.read();
         for key in chunk {
-            if let (Some(m), Some(v)) = (state.memories.get(key), index.get(*key)) {
-                labels.insert(*key, label(&m.id, v));
+            if let Some(v) = index.get(*key) {
+                labels.insert(*key, label(*key, v));
             }
         }
     }
@@ -123,7 +132,7 @@ pub(crate) fn save(root: &Path, agent: &Agent) -> Result<(), mneme_index::Snapsh
         path: root.to_path_buf(),
         source,
     })?;
-    graph.save(&dir, &|key| labels.get(&key).cloned())
+    graph.save(&dir, &|key| labels.get(&key).map(|l| l.to_vec()))
 }
 
 impl Inner {

@@ -43,5 +43,8 @@ pub use mneme_scoring::{Calibration, ScoringParams, TypeParams};
 pub use mneme_storage::{Durability, Error as StorageError, Options as StorageOptions, StoreStats};
 pub use model::*;
 pub use read::estimate_tokens;
-pub use transfer::{EXPORT_FORMAT_VERSION, ExportHeader, ExportedMemory};
+pub use transfer::{
+    EXPORT_FORMAT_VERSION, EXPORT_LINE_BYTES_MAX, EXPORT_PAGE_MEMORIES, ExportCursor, ExportHeader,
+    ExportedMemory, IMPORT_BATCH, Importer,
+};
 pub use write::{AgentSettings, REEMBED_MEMORIES_MAX};

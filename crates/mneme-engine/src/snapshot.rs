@@ -18,7 +18,6 @@
 //! so writes to the agent go on while its snapshot is written. Loading checks everything it
 //! reads and never panics on a damaged or hostile file.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -105,10 +104,13 @@ pub(crate) fn end(agent: &Agent, taking: &Taking, installed: bool) {
 /// Writes the captured state of `agent`; `Ok(None)` when the capture was aborted (the
 /// agent was cleared or re-embedded meanwhile: it stays dirty and is taken next time).
 pub(crate) fn write(store: &Store, agent: &Agent, taking: &Taking) -> Result<Option<SnapshotRef>> {
-    let (lsn, config, next_key, keys) = {
+    let (lsn, config, next_key, mut keys) = {
         let c = taking.capture.lock();
         (c.lsn, c.config.clone(), c.next_key, c.keys.clone())
     };
+    // In key order (creation order, mostly id order too): loading then builds its maps
+    // from nearly sorted input and touches memory in order.
+    keys.sort_unstable();
     let mut out = store.begin_snapshot(&tag(&agent.id), lsn)?;
     let mut meta = Vec::new();
     codec::encode_into(
@@ -161,11 +163,11 @@ pub(crate) fn write(store: &Store, agent: &Agent, taking: &Taking) -> Result<Opt
                     },
                 };
                 codec::encode_into(
-                    &StoredMemory {
+                    &codec::StoredMemoryRef {
                         key: *key,
-                        id: m.id.clone(),
-                        record: m.record.clone(),
-                        access: m.access,
+                        id: &m.id,
+                        record: &m.record,
+                        access: &m.access,
                     },
                     &mut records,
                 );
@@ -307,10 +309,8 @@ pub(crate) fn load(
         ));
     }
     let config = AgentConfig::from_record(&meta.config);
-    let mut state = AgentState::new(config);
-    let mut index = VectorIndex::new(dim, index_config);
-    let mut seen_keys = HashSet::with_capacity(count as usize);
-    let mut vector = vec![0f32; dim];
+    let mut memories: Vec<(u64, MemoryState)> = Vec::with_capacity(count as usize);
+    let mut vector_blocks: Vec<(u64, &[u8])> = Vec::with_capacity(blocks);
     let mut remaining = count as usize;
     for _ in 0..blocks {
         let block_at = c.at as u64;
@@ -332,7 +332,10 @@ pub(crate) fn load(
             return Err((block_at, "block checksum mismatch".into()));
         }
         let (records, rest) = body.split_at(records_len);
-        let vectors = &rest[records_len.next_multiple_of(8) - records_len..];
+        vector_blocks.push((
+            block_at,
+            &rest[records_len.next_multiple_of(8) - records_len..],
+        ));
         let mut used = 0;
         for i in 0..n {
             let (m, len) = codec::decode_prefix::<StoredMemory>(&records[used..])
@@ -344,28 +347,13 @@ pub(crate) fn load(
                     format!("record {i}: memory type {}", m.record.memory_type),
                 )
             })?;
-            if m.key >= next_key || !seen_keys.insert(m.key) || state.key_of(&m.id).is_some() {
+            if m.key >= next_key {
                 return Err((
                     block_at,
-                    format!("record {i}: duplicate or out-of-range key"),
+                    format!("record {i}: key {} is not below the next key", m.key),
                 ));
             }
-            for (d, x) in vector.iter_mut().enumerate() {
-                let o = (i * dim + d) * 4;
-                *x = f32::from_le_bytes([
-                    vectors[o],
-                    vectors[o + 1],
-                    vectors[o + 2],
-                    vectors[o + 3],
-                ]);
-                if !x.is_finite() {
-                    return Err((block_at, format!("record {i}: vector is not finite")));
-                }
-            }
-            index
-                .insert_unit(m.key, &vector)
-                .map_err(|e| (block_at, format!("record {i}: {e}")))?;
-            state.insert(
+            memories.push((
                 m.key,
                 MemoryState {
                     id: m.id,
@@ -373,12 +361,38 @@ pub(crate) fn load(
                     record: m.record,
                     access: m.access,
                 },
-            );
+            ));
         }
         if used != records_len {
             return Err((block_at, "records do not fill their section".into()));
         }
     }
+    let keys: Vec<u64> = memories.iter().map(|(k, _)| *k).collect();
+    // The maps and the vector store are independent: build them on two cores.
+    let (state, index) = std::thread::scope(|scope| {
+        let vectors = scope.spawn(|| {
+            let mut data = Vec::with_capacity(count as usize * dim);
+            for (block_at, bytes) in &vector_blocks {
+                for c in bytes.chunks_exact(4) {
+                    let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    if !x.is_finite() {
+                        return Err((*block_at, "a vector component is not finite".to_owned()));
+                    }
+                    data.push(x);
+                }
+            }
+            VectorIndex::from_unit_vectors(dim, index_config, keys, data)
+                .map_err(|e| (HEADER_BYTES as u64, e.to_string()))
+        });
+        let state = AgentState::from_memories(config, memories, next_key)
+            .map_err(|reason| (HEADER_BYTES as u64, reason));
+        let index = vectors
+            .join()
+            .unwrap_or_else(|_| Err((0, "vector loading panicked".to_owned())));
+        (state, index)
+    });
+    let mut state = state?;
+    let index = index?;
     let trailer = c.take(16).map_err(|r| at(&c, r))?;
     if trailer[0..8] != TRAILER_MAGIC || u64_at(trailer, 8) != count {
         return Err((c.at as u64 - 16, "bad trailer".into()));
@@ -386,7 +400,6 @@ pub(crate) fn load(
     if c.at != bytes.len() {
         return Err((c.at as u64, "trailing bytes after the trailer".into()));
     }
-    state.next_key = next_key;
     state.applied_lsn = lsn;
     Ok(Loaded {
         agent: meta.agent,

@@ -22,8 +22,8 @@ use crate::mutation::{Entry, Import, ImportedMemory, Mutation, Space};
 pub const EXPORT_FORMAT_VERSION: u32 = 1;
 /// Longest line an import reads (a 4,096-dim vector as JSON plus a 64 KiB memory fit).
 pub const EXPORT_LINE_BYTES_MAX: usize = 1024 * 1024;
-/// Memories committed per import batch.
-const IMPORT_BATCH: usize = 512;
+/// Memories committed per import entry.
+pub const IMPORT_BATCH: usize = 512;
 
 /// First line of an export.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -84,75 +84,168 @@ fn to_io(e: serde_json::Error) -> Error {
     Error::Io(std::io::Error::other(e))
 }
 
+/// Memories per export page.
+pub const EXPORT_PAGE_MEMORIES: usize = 1_000;
+
+/// Where an export continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportCursor {
+    /// At the header.
+    Start,
+    /// After the memory with this id (ids are time-ordered, so this is creation order).
+    After(String),
+}
+
+/// An import in progress: fed line by line (from a file, or from chunks arriving on a
+/// stream), committing a batch of [`IMPORT_BATCH`] memories at a time.
+#[derive(Debug)]
+pub struct Importer {
+    agent: String,
+    dim: usize,
+    create: crate::codec::AgentConfigRecord,
+    space: Space,
+    pending: Vec<ImportedMemory>,
+    line_no: usize,
+    imported: u64,
+}
+
+impl Importer {
+    /// Parses and checks one line (blank lines are skipped); nothing is committed.
+    pub fn push_line(&mut self, line: &str) -> Result<()> {
+        self.line_no += 1;
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let no = self.line_no;
+        let m: ExportedMemory = serde_json::from_str(line)
+            .map_err(|e| Error::invalid("import", format!("line {no}: {e}")))?;
+        self.pending.push(import_memory(m, self.dim, no)?);
+        Ok(())
+    }
+
+    /// True when a batch is ready to commit.
+    pub fn ready(&self) -> bool {
+        self.pending.len() >= IMPORT_BATCH
+    }
+
+    /// Commits what is pending as one logged entry; returns the memories imported so far.
+    pub fn commit(&mut self, engine: &Engine) -> Result<u64> {
+        if self.pending.is_empty() {
+            return Ok(self.imported);
+        }
+        let entry = Entry {
+            agent: self.agent.clone(),
+            mutation: Mutation::Import(Import {
+                create: self.create.clone(),
+                space: self.space.clone(),
+                memories: std::mem::take(&mut self.pending),
+            }),
+        };
+        match crate::write::accepted(engine.submit(entry)?)? {
+            Outcome::Count(n) => self.imported += n,
+            other => {
+                return Err(Error::FailedPrecondition(format!(
+                    "unexpected outcome {other:?}"
+                )));
+            }
+        }
+        Ok(self.imported)
+    }
+
+    /// Memories committed so far.
+    pub fn imported(&self) -> u64 {
+        self.imported
+    }
+}
+
 impl Engine {
-    /// Writes every unexpired memory of the agent as JSON Lines; returns how many.
-    pub fn export(&self, agent_id: &str, out: &mut dyn Write) -> Result<u64> {
+    /// One page of an export: the header line first (at [`ExportCursor::Start`]), then up
+    /// to [`EXPORT_PAGE_MEMORIES`] memory lines; returns the bytes and where the next page
+    /// starts (`None`: done). Each page holds the agent's read locks only while it is read,
+    /// so a slow reader never holds anything; memories forgotten between pages are skipped.
+    pub fn export_page(
+        &self,
+        agent_id: &str,
+        cursor: &ExportCursor,
+    ) -> Result<(Vec<u8>, Option<ExportCursor>)> {
         limits::check_agent_id(agent_id)?;
         let Some(agent) = self.inner.agent(agent_id) else {
             return Err(Error::invalid("agent_id", "has no memories to export"));
         };
         let now = self.inner.now_ms();
-        let (config, ids) = {
-            let state = agent.state.read();
-            let ids: Vec<String> = state.ids.keys().cloned().collect();
-            (state.config.clone(), ids)
-        };
-        let header = ExportHeader {
-            format: "mneme-export".into(),
-            version: EXPORT_FORMAT_VERSION,
-            agent_id: agent_id.to_owned(),
-            embedder: config.embedder.clone(),
-            dim: config.dim,
-            count: ids.len() as u64,
-        };
-        serde_json::to_writer(&mut *out, &header).map_err(to_io)?;
-        out.write_all(b"\n")?;
-        let mut written = 0;
-        // Chunks keep each read lock short; memories forgotten meanwhile are skipped.
-        for chunk in ids.chunks(1_000) {
-            let lines: Vec<ExportedMemory> = {
-                let state = agent.state.read();
-                let index = agent.index.read();
-                chunk
-                    .iter()
-                    .filter_map(|id| state.key_of(id).map(|k| (k, &state.memories[&k])))
-                    .filter(|(_, m)| !m.expired(now))
-                    .filter_map(|(k, m)| index.get(k).map(|v| export_line(m, v)))
-                    .collect()
+        let mut out = Vec::new();
+        let state = agent.state.read();
+        if *cursor == ExportCursor::Start {
+            let header = ExportHeader {
+                format: "mneme-export".into(),
+                version: EXPORT_FORMAT_VERSION,
+                agent_id: agent_id.to_owned(),
+                embedder: state.config.embedder.clone(),
+                dim: state.config.dim,
+                count: state.memories.len() as u64,
             };
-            for line in &lines {
-                serde_json::to_writer(&mut *out, line).map_err(to_io)?;
-                out.write_all(b"\n")?;
-                written += 1;
+            serde_json::to_writer(&mut out, &header).map_err(to_io)?;
+            out.push(b'\n');
+        }
+        let index = agent.index.read();
+        let range = match cursor {
+            ExportCursor::Start => state.ids.range::<String, _>(..),
+            ExportCursor::After(id) => state.ids.range::<String, _>((
+                std::ops::Bound::Excluded(id.clone()),
+                std::ops::Bound::Unbounded,
+            )),
+        };
+        let mut last = None;
+        let mut n = 0;
+        for (id, key) in range {
+            if n == EXPORT_PAGE_MEMORIES {
+                break;
+            }
+            n += 1;
+            last = Some(id.clone());
+            let Some(m) = state.memories.get(key).filter(|m| !m.expired(now)) else {
+                continue;
+            };
+            let Some(v) = index.get(*key) else { continue };
+            serde_json::to_writer(&mut out, &export_line(m, v)).map_err(to_io)?;
+            out.push(b'\n');
+        }
+        let next =
+            (n == EXPORT_PAGE_MEMORIES).then(|| ExportCursor::After(last.unwrap_or_default()));
+        Ok((out, next))
+    }
+
+    /// Writes every unexpired memory of the agent as JSON Lines; returns how many.
+    pub fn export(&self, agent_id: &str, out: &mut dyn Write) -> Result<u64> {
+        let mut cursor = ExportCursor::Start;
+        let mut written = 0;
+        loop {
+            let (bytes, next) = self.export_page(agent_id, &cursor)?;
+            written += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+            out.write_all(&bytes)?;
+            match next {
+                Some(c) => cursor = c,
+                None => break,
             }
         }
         out.flush()?;
-        Ok(written)
+        // The header line is not a memory.
+        Ok(written.saturating_sub(1))
     }
 
-    /// Reads an export into `agent_id` (which must be new, or use the same embedder and
-    /// dimension). Memories keep their ids; an id that exists is overwritten. Returns how
-    /// many memories were imported; `progress(done)` is called after each committed batch.
-    pub fn import(
-        &self,
-        agent_id: &str,
-        input: &mut dyn BufRead,
-        progress: &dyn Fn(u64),
-    ) -> Result<u64> {
+    /// Starts an import into `agent_id` from an export's header line. The agent must be
+    /// new, or have no memories, or use the export's embedder and dimension.
+    pub fn import_start(&self, agent_id: &str, header_line: &str) -> Result<Importer> {
         limits::check_agent_id(agent_id)?;
-        let mut lines = LineReader { input, line_no: 0 };
-        let header: ExportHeader = match lines.next_line()? {
-            Some(line) => serde_json::from_str(&line).map_err(|e| {
-                Error::invalid("import", format!("line 1: not an export header: {e}"))
-            })?,
-            None => return Err(Error::invalid("import", "is empty")),
-        };
+        let header: ExportHeader = serde_json::from_str(header_line)
+            .map_err(|e| Error::invalid("import", format!("line 1: not an export header: {e}")))?;
         if header.format != "mneme-export" || header.version != EXPORT_FORMAT_VERSION {
             return Err(Error::invalid(
                 "import",
                 format!(
-                    "format {:?} version {} is not supported",
-                    header.format, header.version
+                    "format {} version {} is not supported",
+                    limits::echo(&header.format),
+                    header.version
                 ),
             ));
         }
@@ -167,39 +260,40 @@ impl Engine {
             ));
         }
         let (create, space) = self.import_space(agent_id, &header)?;
-        let mut total = 0u64;
-        loop {
-            let mut chunk = Vec::with_capacity(IMPORT_BATCH);
-            while chunk.len() < IMPORT_BATCH {
-                let Some(line) = lines.next_line()? else {
-                    break;
-                };
-                let no = lines.line_no;
-                let m: ExportedMemory = serde_json::from_str(&line)
-                    .map_err(|e| Error::invalid("import", format!("line {no}: {e}")))?;
-                chunk.push(import_memory(m, header.dim, no)?);
+        Ok(Importer {
+            agent: agent_id.to_owned(),
+            dim: header.dim,
+            create,
+            space,
+            pending: Vec::new(),
+            line_no: 1,
+            imported: 0,
+        })
+    }
+
+    /// Reads an export into `agent_id` (see [`Engine::import_start`]). Memories keep their
+    /// ids; an id that exists is overwritten. Returns how many memories were imported;
+    /// `progress(done)` is called after each committed batch.
+    pub fn import(
+        &self,
+        agent_id: &str,
+        input: &mut dyn BufRead,
+        progress: &dyn Fn(u64),
+    ) -> Result<u64> {
+        limits::check_agent_id(agent_id)?;
+        let mut lines = LineReader { input, line_no: 0 };
+        let Some(header) = lines.next_line()? else {
+            return Err(Error::invalid("import", "is empty"));
+        };
+        let mut importer = self.import_start(agent_id, &header)?;
+        while let Some(line) = lines.next_line_raw()? {
+            importer.push_line(&line)?;
+            if importer.ready() {
+                progress(importer.commit(self)?);
             }
-            if chunk.is_empty() {
-                break;
-            }
-            let entry = Entry {
-                agent: agent_id.to_owned(),
-                mutation: Mutation::Import(Import {
-                    create: create.clone(),
-                    space: space.clone(),
-                    memories: chunk,
-                }),
-            };
-            match crate::write::accepted(self.submit(entry)?)? {
-                Outcome::Count(n) => total += n,
-                other => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "unexpected outcome {other:?}"
-                    )));
-                }
-            }
-            progress(total);
         }
+        let total = importer.commit(self)?;
+        progress(total);
         Ok(total)
     }
 
@@ -339,6 +433,16 @@ impl LineReader<'_> {
     /// Next non-empty line, refusing lines over the limit without reading them whole.
     fn next_line(&mut self) -> Result<Option<String>> {
         loop {
+            match self.next_line_raw()? {
+                Some(line) if line.trim().is_empty() => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Next line, blank or not.
+    fn next_line_raw(&mut self) -> Result<Option<String>> {
+        {
             let mut buf = Vec::new();
             let n = (&mut *self.input)
                 .take(EXPORT_LINE_BYTES_MAX as u64 + 1)
@@ -359,9 +463,7 @@ impl LineReader<'_> {
             let line = String::from_utf8(buf).map_err(|_| {
                 Error::invalid("import", format!("line {} is not UTF-8", self.line_no))
             })?;
-            if !line.trim().is_empty() {
-                return Ok(Some(line));
-            }
+            Ok(Some(line))
         }
     }
 }

@@ -121,6 +121,31 @@ impl VectorIndex {
         }
     }
 
+    /// A collection of the unit vectors `data` (see [`FlatIndex::from_unit_vectors`]), every
+    /// one in the exact tail until a graph is built or installed. A collection that will
+    /// be served by the native graph (which keeps its own int8 codes) skips computing the
+    /// flat store's.
+    pub fn from_unit_vectors(
+        dim: usize,
+        config: IndexConfig,
+        keys: Vec<u64>,
+        data: Vec<f32>,
+    ) -> Result<Self, IndexError> {
+        let native_graph_due =
+            config.graph == GraphKind::Native && keys.len() >= config.graph_min_vectors;
+        let tail = keys.iter().copied().collect();
+        let flat = FlatIndex::from_unit_vectors(dim, keys, data, !native_graph_due)?;
+        Ok(Self {
+            flat,
+            graph: None,
+            tail,
+            config,
+            dirty: Mutex::new(None),
+            generation: 0,
+            maintaining: Arc::new(Mutex::new(())),
+        })
+    }
+
     /// Vector dimension.
     pub fn dim(&self) -> usize {
         self.flat.dim()

@@ -46,6 +46,44 @@ impl FlatIndex {
         }
     }
 
+    /// An index of the unit vectors `data` (`keys.len()` of them, `dim` each, stored bit for
+    /// bit), built in one pass; with `quantized` false the int8 codes are not computed.
+    /// Fails on a length mismatch, a duplicate key or more than 2^32 vectors.
+    pub fn from_unit_vectors(
+        dim: usize,
+        keys: Vec<u64>,
+        data: Vec<f32>,
+        quantized: bool,
+    ) -> Result<Self, IndexError> {
+        if keys.len() * dim != data.len() {
+            return Err(IndexError::DimensionMismatch {
+                expected: keys.len() * dim,
+                actual: data.len(),
+            });
+        }
+        if u32::try_from(keys.len()).is_err() {
+            return Err(IndexError::Full);
+        }
+        let mut slots = HashMap::with_capacity(keys.len());
+        for (slot, key) in keys.iter().enumerate() {
+            if slots.insert(*key, slot as u32).is_some() {
+                return Err(IndexError::DuplicateKey { key: *key });
+            }
+        }
+        crate::native::advise_huge_pages(&data);
+        let mut flat = Self {
+            dim,
+            keys,
+            data,
+            codes: Vec::new(),
+            scales: Vec::new(),
+            slots,
+            quantized: false,
+        };
+        flat.set_quantized(quantized);
+        Ok(flat)
+    }
+
     /// Keeps (true, the default) or drops the int8 codes. Without them every scan is f32:
     /// a collection served by the native graph, which holds its own codes, drops these to
     /// save a byte per dimension per vector.

@@ -68,4 +68,10 @@ pub enum IndexError {
     /// The collection holds 2^32 vectors already.
     #[error("collection is full")]
     Full,
+    /// A bulk load named a key twice.
+    #[error("key {key} appears twice")]
+    DuplicateKey {
+        /// The key.
+        key: u64,
+    },
 }

@@ -1,15 +1,30 @@
 //! `mneme.v1.AdminService`: streaming export and import, compaction, agent configuration.
+//!
+//! Streams hold their permit for their whole life and never park a thread on a slow
+//! client: an export reads one page at a time on the blocking pool and then waits,
+//! asynchronously, for the client to take it; an import reads chunks asynchronously and
+//! hands the blocking pool a batch of lines at a time. A client that stops reading or
+//! sending for the idle timeout ([`crate::STREAM_IDLE_TIMEOUT`] by default), or runs past
+//! its deadline, loses the stream.
 
-use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
+use mneme_engine::{EXPORT_LINE_BYTES_MAX, Engine, ExportCursor, IMPORT_BATCH, Importer};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::time::Duration;
+
+use crate::admission::{STREAM_DEADLINE_DEFAULT, requested_deadline};
 use crate::convert;
 use crate::pb;
 use crate::pb::admin_service_server::AdminService;
-use crate::service::Shared;
+use crate::service::{Shared, tenant};
 
 /// Bytes per export chunk.
 pub const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
@@ -18,61 +33,97 @@ pub const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct AdminApi(pub(crate) Shared);
 
-/// A `Write` that sends fixed-size chunks down a channel (from the blocking pool).
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<pb::ExportChunk, Status>>,
-    buf: Vec<u8>,
+/// The export stream: chunks from the producer task, then the end — or, if the producer
+/// stopped without finishing (the client stalled past the idle timeout or the deadline),
+/// an error instead of a silently truncated export.
+pub struct ExportStream {
+    rx: mpsc::Receiver<Result<pb::ExportChunk, Status>>,
+    finished: Arc<AtomicBool>,
+    ended: bool,
 }
 
-impl ChunkWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+impl Stream for ExportStream {
+    type Item = Result<pb::ExportChunk, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
         }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK_BYTES));
-        self.tx
-            .blocking_send(Ok(pb::ExportChunk { data }))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= EXPORT_CHUNK_BYTES {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-/// A `Read` over byte chunks arriving on a channel (read on the blocking pool).
-struct ChunkReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    current: io::Cursor<Vec<u8>>,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let n = self.current.read(out)?;
-            if n > 0 || out.is_empty() {
-                return Ok(n);
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => {
+                self.ended = true;
+                if self.finished.load(Ordering::SeqCst) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(Status::deadline_exceeded(
+                        "the export stopped: the client did not read within the idle timeout or the deadline passed",
+                    ))))
+                }
             }
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = io::Cursor::new(chunk),
-                None => return Ok(0),
-            }
+            other => other,
         }
     }
+}
+
+/// Sends `item` within both the idle timeout and the deadline; false when the client is
+/// gone or too slow.
+async fn send<T>(tx: &mpsc::Sender<T>, item: T, idle: Duration, deadline: Instant) -> bool {
+    let idle = Instant::now() + idle;
+    matches!(
+        timeout_at(idle.min(deadline), tx.send(item)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Maps the transport's "message too large" to the contract's `RESOURCE_EXHAUSTED`.
+fn limit_status(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
+/// The next import chunk, within the idle timeout and the deadline.
+async fn next_chunk(
+    stream: &mut Streaming<pb::ImportChunk>,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<Option<pb::ImportChunk>, Status> {
+    let idle = Instant::now() + idle;
+    match timeout_at(idle.min(deadline), stream.message()).await {
+        Ok(message) => message.map_err(limit_status),
+        Err(_) => Err(Status::deadline_exceeded(
+            "import: the client sent nothing within the idle timeout, or the deadline passed",
+        )),
+    }
+}
+
+/// Runs `f(importer)` for a batch on the blocking pool, and gives the importer back.
+async fn import_batch(
+    engine: &Arc<Engine>,
+    mut importer: Importer,
+    lines: Vec<String>,
+) -> Result<Importer, Status> {
+    let engine = Arc::clone(engine);
+    let (importer, result) = tokio::task::spawn_blocking(move || {
+        let result = (|| {
+            for line in &lines {
+                importer.push_line(line)?;
+            }
+            importer.commit(&engine)
+        })();
+        (importer, result)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("import task failed: {e}")))?;
+    result.map_err(convert::status)?;
+    Ok(importer)
 }
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    type ExportStream = ReceiverStream<Result<pb::ExportChunk, Status>>;
+    type ExportStream = ExportStream;
 
     async fn export(
         &self,
@@ -80,21 +131,69 @@ impl AdminService for AdminApi {
     ) -> Result<Response<Self::ExportStream>, Status> {
         let s = &self.0;
         s.timed("Export", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
+            let deadline =
+                Instant::now() + requested_deadline(request.metadata(), STREAM_DEADLINE_DEFAULT);
             let agent = request.into_inner().agent_id;
-            let (tx, rx) = mpsc::channel(8);
-            let engine = std::sync::Arc::clone(&s.engine);
-            tokio::task::spawn_blocking(move || {
-                let mut writer = ChunkWriter {
-                    tx: tx.clone(),
-                    buf: Vec::with_capacity(EXPORT_CHUNK_BYTES),
-                };
-                if let Err(err) = engine.export(&agent, &mut writer) {
-                    // The client sees the failure as the stream's final status.
-                    let _ = tx.blocking_send(Err(convert::status(err)));
+            // The first page is read before answering, so a bad agent is a status, not an
+            // error in the middle of a stream.
+            let engine = Arc::clone(&s.engine);
+            let a = agent.clone();
+            let first =
+                tokio::task::spawn_blocking(move || engine.export_page(&a, &ExportCursor::Start))
+                    .await
+                    .map_err(|e| Status::internal(format!("export task failed: {e}")))?
+                    .map_err(convert::status)?;
+            let (tx, rx) = mpsc::channel(2);
+            let finished = Arc::new(AtomicBool::new(false));
+            let done = Arc::clone(&finished);
+            let engine = Arc::clone(&s.engine);
+            let idle = s.stream_idle;
+            tokio::spawn(async move {
+                let _permit = permit;
+                let mut page = first;
+                loop {
+                    let (bytes, next) = page;
+                    for chunk in bytes.chunks(EXPORT_CHUNK_BYTES) {
+                        let item = Ok(pb::ExportChunk {
+                            data: chunk.to_vec(),
+                        });
+                        if !send(&tx, item, idle, deadline).await {
+                            return;
+                        }
+                    }
+                    let Some(cursor) = next else {
+                        done.store(true, Ordering::SeqCst);
+                        return;
+                    };
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    let engine = Arc::clone(&engine);
+                    let a = agent.clone();
+                    let read =
+                        tokio::task::spawn_blocking(move || engine.export_page(&a, &cursor)).await;
+                    page = match read {
+                        Ok(Ok(page)) => page,
+                        Ok(Err(err)) => {
+                            done.store(true, Ordering::SeqCst);
+                            let _ = send(&tx, Err(convert::status(err)), idle, deadline).await;
+                            return;
+                        }
+                        Err(err) => {
+                            done.store(true, Ordering::SeqCst);
+                            let status = Status::internal(format!("export task failed: {err}"));
+                            let _ = send(&tx, Err(status), idle, deadline).await;
+                            return;
+                        }
+                    };
                 }
             });
-            Ok(Response::new(ReceiverStream::new(rx)))
+            Ok(Response::new(ExportStream {
+                rx,
+                finished,
+                ended: false,
+            }))
         })
         .await
     }
@@ -105,35 +204,94 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ImportResponse>, Status> {
         let s = &self.0;
         s.timed("Import", async {
-            let principal = s.auth.authenticate(request.metadata())?;
+            let auth = s.auth();
+            let principal = auth.authenticate(request.metadata())?;
+            let deadline =
+                Instant::now() + requested_deadline(request.metadata(), STREAM_DEADLINE_DEFAULT);
             let mut stream = request.into_inner();
-            let first = stream
-                .message()
+            let first = next_chunk(&mut stream, s.stream_idle, deadline)
                 .await?
                 .ok_or_else(|| Status::invalid_argument("import: the stream is empty"))?;
-            s.auth.authorize(&principal, &first.agent_id)?;
-            let agent = first.agent_id.clone();
-            let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
-            let reader = ChunkReader {
-                rx,
-                current: io::Cursor::new(first.data),
-            };
-            let import = s.blocking(move |e| {
-                let mut buffered = io::BufReader::new(reader);
-                e.import(&agent, &mut buffered, &|_| {})
-            });
-            let forward = async move {
-                while let Some(chunk) = stream.message().await? {
-                    if tx.send(chunk.data).await.is_err() {
-                        break;
+            auth.authorize(&principal, &first.agent_id)?;
+            let _permit = s
+                .admission
+                .admit(&tenant(&auth, &principal, &first.agent_id))?;
+            let agent = first.agent_id;
+            let mut buf = first.data;
+            let mut importer: Option<Importer> = None;
+            let mut lines: Vec<String> = Vec::new();
+            let mut line_no = 0usize;
+            let mut at_end = false;
+            loop {
+                // Split off every complete line; the partial one stays in `buf`.
+                let mut start = 0;
+                while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+                    let raw = &buf[start..start + pos];
+                    start += pos + 1;
+                    line_no += 1;
+                    let line = String::from_utf8(raw.to_vec()).map_err(|_| {
+                        Status::invalid_argument(format!("import: line {line_no} is not UTF-8"))
+                    })?;
+                    if importer.is_none() {
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        importer = Some(
+                            s.engine
+                                .import_start(&agent, &line)
+                                .map_err(convert::status)?,
+                        );
+                    } else {
+                        lines.push(line);
                     }
                 }
-                Ok::<(), Status>(())
+                buf.drain(..start);
+                if buf.len() > EXPORT_LINE_BYTES_MAX {
+                    return Err(Status::invalid_argument(format!(
+                        "import: line {} is longer than {EXPORT_LINE_BYTES_MAX} bytes",
+                        line_no + 1
+                    )));
+                }
+                if at_end && !buf.is_empty() {
+                    // The last line had no newline.
+                    let line = String::from_utf8(std::mem::take(&mut buf)).map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "import: line {} is not UTF-8",
+                            line_no + 1
+                        ))
+                    })?;
+                    match &importer {
+                        None => {
+                            importer = Some(
+                                s.engine
+                                    .import_start(&agent, &line)
+                                    .map_err(convert::status)?,
+                            )
+                        }
+                        Some(_) => lines.push(line),
+                    }
+                }
+                if let Some(imp) = importer.take() {
+                    if lines.len() >= IMPORT_BATCH || at_end {
+                        importer =
+                            Some(import_batch(&s.engine, imp, std::mem::take(&mut lines)).await?);
+                    } else {
+                        importer = Some(imp);
+                    }
+                }
+                if at_end {
+                    break;
+                }
+                match next_chunk(&mut stream, s.stream_idle, deadline).await? {
+                    Some(chunk) => buf.extend_from_slice(&chunk.data),
+                    None => at_end = true,
+                }
+            }
+            let Some(importer) = importer else {
+                return Err(Status::invalid_argument("import: is empty"));
             };
-            let (imported, forwarded) = tokio::join!(import, forward);
-            forwarded?;
             Ok(Response::new(pb::ImportResponse {
-                imported: imported?,
+                imported: importer.imported(),
             }))
         })
         .await
@@ -145,10 +303,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::CompactResponse>, Status> {
         let s = &self.0;
         s.timed("Compact", async {
-            let principal = s.auth.authenticate(request.metadata())?;
-            s.auth.require_admin(&principal)?;
+            let permit = s.admit_admin(&request)?;
             let (before, after, expired) = s
-                .blocking(|e| {
+                .blocking(permit, |e| {
                     let size = |e: &mneme_engine::Engine| {
                         let st = e.store_stats();
                         st.wal_bytes + st.snapshot_bytes
@@ -174,7 +331,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ConfigureAgentResponse>, Status> {
         let s = &self.0;
         s.timed("ConfigureAgent", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let settings = mneme_engine::AgentSettings {
                 embedder: (!r.embedder.is_empty()).then_some(r.embedder),
@@ -182,7 +339,7 @@ impl AdminService for AdminApi {
             };
             let agent = r.agent_id;
             let stats = s
-                .blocking(move |e| {
+                .blocking(permit, move |e| {
                     e.configure_agent(&agent, settings, &|done, total| {
                         tracing::info!(agent, done, total, "re-embedding");
                     })?;

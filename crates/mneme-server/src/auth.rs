@@ -4,12 +4,21 @@
 //!
 //! ```toml
 //! [[keys]]
-//! name = "support"                 # for logs only
+//! name = "support"                 # unique; for logs and per-key limits
 //! sha256 = "9f86d0…"               # hex SHA-256 of the key (`mneme keys hash <key>`)
 //! agents = ["support-bot"]         # exact agent ids
-//! agent_prefixes = ["support-"]    # or any agent id with one of these prefixes
-//! admin = false                    # admin keys may use every agent and Compact
+//! agent_prefixes = ["support-"]    # or any agent id that starts with one of these
+//! admin = false                    # admin keys may use every agent, Compact, and
+//!                                  # per-agent metrics
 //! ```
+//!
+//! Clients send the key as `authorization: Bearer <key>` or `x-api-key: <key>`. A prefix
+//! matches by plain string prefix: `support-` grants `support-bot` and `support-2`, not
+//! `support` (so end prefixes with a separator). The loader refuses what would grant more
+//! than meant: an empty prefix (every agent), a key with no scope, two entries with the
+//! same digest or name, the digest of the empty key, and agent ids that are not valid.
+//! The file is reloaded on SIGHUP; a file that does not load is refused and the previous
+//! keys stay in force.
 
 use std::path::Path;
 
@@ -92,15 +101,38 @@ impl Auth {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let file: KeysFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut keys = Vec::with_capacity(file.keys.len());
+        let mut keys: Vec<Key> = Vec::with_capacity(file.keys.len());
+        let empty_digest = Sha256::digest(b"");
         for entry in file.keys {
-            let digest = parse_hex32(&entry.sha256.to_ascii_lowercase()).ok_or_else(|| {
-                format!(
-                    "{}: key {:?}: sha256 must be 64 hex digits",
-                    path.display(),
-                    entry.name
-                )
-            })?;
+            let bad = |why: String| format!("{}: key {:?}: {why}", path.display(), entry.name);
+            let digest = parse_hex32(&entry.sha256.to_ascii_lowercase())
+                .ok_or_else(|| bad("sha256 must be 64 hex digits".into()))?;
+            if entry.name.is_empty() {
+                return Err(format!("{}: a key has an empty name", path.display()));
+            }
+            if digest.as_slice() == empty_digest.as_slice() {
+                return Err(bad("sha256 is the digest of the empty key".into()));
+            }
+            if keys.iter().any(|k| k.digest == digest) {
+                return Err(bad("the same sha256 appears twice".into()));
+            }
+            if keys.iter().any(|k| k.name == entry.name) {
+                return Err(bad("the same name appears twice".into()));
+            }
+            if entry.agent_prefixes.iter().any(String::is_empty) {
+                return Err(bad(
+                    "an empty agent prefix would grant every agent; use admin = true".into(),
+                ));
+            }
+            if !entry.admin && entry.agents.is_empty() && entry.agent_prefixes.is_empty() {
+                return Err(bad(
+                    "no scope: give agents, agent_prefixes or admin = true".into()
+                ));
+            }
+            for agent in &entry.agents {
+                mneme_engine::limits::check_agent_id(agent)
+                    .map_err(|e| bad(format!("agents: {e}")))?;
+            }
             keys.push(Key {
                 name: entry.name,
                 digest,
@@ -120,6 +152,37 @@ impl Auth {
         !self.keys.is_empty()
     }
 
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key whose digest matches `token`, compared in constant time against every key.
+    pub fn key_of(&self, token: &str) -> Option<Principal> {
+        let digest = Sha256::digest(token.trim().as_bytes());
+        // Compare against every key in constant time; no early exit reveals which matched.
+        let mut found = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            if bool::from(key.digest.ct_eq(digest.as_slice())) {
+                found = Some(i);
+            }
+        }
+        found.map(Principal::Key)
+    }
+
+    /// True for an admin key (or an open server).
+    pub fn is_admin(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::Open => true,
+            Principal::Key(i) => self.keys[*i].admin,
+        }
+    }
+
     /// Identifies the caller from `authorization: Bearer <key>` or `x-api-key: <key>`.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         if self.keys.is_empty() {
@@ -136,16 +199,7 @@ impl Auth {
             .ok_or_else(|| {
                 Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
             })?;
-        let digest = Sha256::digest(token.trim().as_bytes());
-        // Compare against every key in constant time; no early exit reveals which matched.
-        let mut found = None;
-        for (i, key) in self.keys.iter().enumerate() {
-            if bool::from(key.digest.ct_eq(digest.as_slice())) {
-                found = Some(i);
-            }
-        }
-        found
-            .map(Principal::Key)
+        self.key_of(token)
             .ok_or_else(|| Status::unauthenticated("invalid API key"))
     }
 

@@ -6,24 +6,31 @@
 //! Only this crate (and the `mneme` binary) knows tokio, tonic, prost or the wire format.
 
 mod admin;
+pub mod admission;
 pub mod auth;
 mod codec;
 mod convert;
+mod health;
 mod metrics;
 mod service;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mneme_engine::Engine;
+use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use admission::{
+    CONCURRENT_REQUESTS_PER_TENANT_MAX, STREAM_DEADLINE_DEFAULT, STREAM_IDLE_TIMEOUT,
+};
 pub use auth::{Auth, hash_key};
 pub use codec::StrictCodec;
+pub use health::HealthReporter;
 pub use metrics::Metrics;
 
 /// Generated protobuf types, service traits and clients of `mneme.v1`.
@@ -31,9 +38,15 @@ pub use metrics::Metrics;
 pub mod pb {
     tonic::include_proto!("mneme.v1");
 
-    /// The encoded descriptors of `mneme.v1`, for reflection.
+    /// The encoded descriptors of `mneme.v1` and `grpc.health.v1`, for reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/mneme_descriptor.bin"));
+}
+
+/// Generated types, service trait and client of `grpc.health.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, reason = "generated code")]
+pub mod hpb {
+    tonic::include_proto!("grpc.health.v1");
 }
 
 /// Largest gRPC message accepted or sent (a 10 MB memory must reach validation and be
@@ -55,10 +68,15 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// API keys (empty: no authentication, loopback only unless `insecure`).
     pub auth: Auth,
+    /// The keys file `auth` came from; reloaded on SIGHUP (an invalid file is refused and
+    /// the old keys stay).
+    pub keys_file: Option<PathBuf>,
     /// Allow listening beyond loopback without keys.
     pub insecure: bool,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// A stream whose client neither reads nor sends for this long is ended.
+    pub stream_idle_timeout: Duration,
     /// Concurrent engine calls.
     pub concurrency: usize,
     /// TLS certificate chain and private key (PEM); plaintext when `None`.
@@ -87,8 +105,10 @@ impl ServerConfig {
             listen,
             metrics_listen: None,
             auth: Auth::open(),
+            keys_file: None,
             insecure: false,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            stream_idle_timeout: STREAM_IDLE_TIMEOUT,
             concurrency: CONCURRENT_REQUESTS_MAX,
             tls: None,
         }
@@ -127,19 +147,49 @@ pub struct Bound {
     pub metrics: Option<SocketAddr>,
 }
 
+fn refuse_public_without_keys(
+    what: &str,
+    addr: SocketAddr,
+    config: &ServerConfig,
+) -> Result<(), ServerError> {
+    if !config.auth.enabled() && !addr.ip().is_loopback() && !config.insecure {
+        return Err(ServerError::Config(format!(
+            "refusing to serve {what} on {addr} without API keys: pass --keys-file, or --insecure to allow it"
+        )));
+    }
+    Ok(())
+}
+
+/// Mneme's services never answer `OUT_OF_RANGE`; the transport does, for a message over
+/// [`MESSAGE_BYTES_MAX`]. The contract says `RESOURCE_EXHAUSTED`, so this layer rewrites
+/// it on the (trailers-only) responses such refusals are.
+fn out_of_range_is_resource_exhausted(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|v| v == "11") {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
 /// Serves until `shutdown` resolves, then: health `NOT_SERVING`, stop accepting, drain
-/// in-flight calls (up to [`SHUTDOWN_DRAIN_MAX`]), flush and fsync the engine.
+/// in-flight calls (up to [`SHUTDOWN_DRAIN_MAX`]), flush, checkpoint and fsync the engine.
 pub async fn run(
     engine: Engine,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Bound),
 ) -> Result<(), ServerError> {
-    if !config.auth.enabled() && !config.listen.ip().is_loopback() && !config.insecure {
-        return Err(ServerError::Config(format!(
-            "refusing to listen on {} without API keys: pass --keys-file, or --insecure to allow it",
-            config.listen
-        )));
+    refuse_public_without_keys("gRPC", config.listen, &config)?;
+    if let Some(addr) = config.metrics_listen {
+        refuse_public_without_keys("metrics", addr, &config)?;
+    }
+    if config.auth.enabled() && config.tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "API keys will travel in plaintext: serve TLS (--tls-cert/--tls-key) on a non-loopback address"
+        );
     }
     let engine = Arc::new(engine);
     let listener = TcpListener::bind(config.listen)
@@ -153,6 +203,7 @@ pub async fn run(
         source,
     })?;
     let metrics = Arc::new(Metrics::default());
+    let auth = Arc::new(RwLock::new(Arc::new(config.auth.clone())));
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
@@ -166,24 +217,31 @@ pub async fn run(
                 l,
                 Arc::clone(&metrics),
                 Arc::downgrade(&engine),
+                Arc::clone(&auth),
             ));
             bound
         }
         None => None,
     };
+    if let Some(path) = config.keys_file.clone() {
+        tokio::spawn(reload_keys_on_sighup(path, Arc::clone(&auth)));
+    }
+    let admission = admission::Admission::new(
+        config.concurrency.max(1),
+        CONCURRENT_REQUESTS_PER_TENANT_MAX.min(config.concurrency.max(1)),
+    );
     let shared = service::Shared {
         engine: Arc::clone(&engine),
-        auth: Arc::new(config.auth.clone()),
+        auth,
         metrics,
-        permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+        admission: Arc::clone(&admission),
+        stream_idle: config.stream_idle_timeout,
     };
-    let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, true).await;
+    let (health, health_api) = health::health(admission);
     tokio::spawn(watch_poison(health.clone(), Arc::downgrade(&engine)));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -198,6 +256,8 @@ pub async fn run(
     let admin = pb::admin_service_server::AdminServiceServer::new(admin::AdminApi(shared))
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    let health_service =
+        hpb::health_server::HealthServer::new(health_api).max_decoding_message_size(64 * 1024);
 
     on_ready(Bound {
         grpc,
@@ -207,7 +267,7 @@ pub async fn run(
     let health_on_stop = health.clone();
     tokio::spawn(async move {
         shutdown.await;
-        set_health(&health_on_stop, false).await;
+        health_on_stop.set_serving(false);
         let _ = stop_tx.send(());
     });
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -217,6 +277,9 @@ pub async fn run(
     }
     let serve = builder
         .timeout(config.request_timeout)
+        .layer(tower::util::MapResponseLayer::new(
+            out_of_range_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -245,6 +308,35 @@ pub async fn run(
             .map_err(|e| ServerError::Config(format!("flushing the engine: {e}")))??,
     }
     Ok(())
+}
+
+/// Reloads the keys file on every SIGHUP, so a key can be revoked without a restart. A file
+/// that does not load is refused (logged) and the keys in force stay.
+async fn reload_keys_on_sighup(path: PathBuf, auth: Arc<RwLock<Arc<Auth>>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: keys are not reloadable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Auth::from_file(&path) {
+                Ok(keys) => {
+                    let n = keys.len();
+                    *auth.write() = Arc::new(keys);
+                    tracing::info!(keys = n, path = %path.display(), "API keys reloaded");
+                }
+                Err(err) => {
+                    tracing::error!(%err, "keys file refused on reload; the previous keys stay in force");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, auth);
+    }
 }
 
 #[cfg(feature = "tls")]
@@ -284,23 +376,8 @@ fn incoming(
     })
 }
 
-async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
-    use tonic_health::ServingStatus;
-    let status = if serving {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    for name in ["", "mneme.v1.MemoryService", "mneme.v1.AdminService"] {
-        health.set_service_status(name, status).await;
-    }
-}
-
 /// Reports `NOT_SERVING` once the store is poisoned (an fsync failed).
-async fn watch_poison(
-    health: tonic_health::server::HealthReporter,
-    engine: std::sync::Weak<Engine>,
-) {
+async fn watch_poison(health: HealthReporter, engine: std::sync::Weak<Engine>) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(engine) = engine.upgrade() else {
@@ -311,7 +388,7 @@ async fn watch_poison(
                 cause,
                 "store is poisoned; health is NOT_SERVING until restart"
             );
-            set_health(&health, false).await;
+            health.set_serving(false);
             return;
         }
     }

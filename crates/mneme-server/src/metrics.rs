@@ -1,6 +1,9 @@
 //! Prometheus metrics: per-RPC request counts by status code and latency histograms,
-//! memories and index lag per agent, store sizes, fsync count and time, poisoning. Served
-//! as text on HTTP `GET /metrics` by a deliberately small HTTP/1.1 responder.
+//! memories and index lag (in total, and per agent only for admin keys), store sizes, fsync
+//! count and time, poisoning. Served as text on HTTP `GET /metrics` by a deliberately small
+//! HTTP/1.1 responder, bound under the same rule as the gRPC port (loopback only without
+//! keys). Without an admin key (`authorization: Bearer <key>`) no agent id appears: who
+//! the tenants are is not for whoever can reach the port.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mneme_engine::Engine;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+
+use crate::auth::Auth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -74,8 +79,8 @@ impl Metrics {
         stats.count += 1;
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, engine: &Engine) -> String {
+    /// The Prometheus text exposition; per-agent series only when `per_agent`.
+    pub fn render(&self, engine: &Engine, per_agent: bool) -> String {
         let mut out = String::new();
         let rpcs = self.rpcs.lock().clone();
         out.push_str("# HELP mneme_rpc_requests_total gRPC calls by method and status code.\n# TYPE mneme_rpc_requests_total counter\n");
@@ -112,11 +117,11 @@ impl Metrics {
                 s.count
             );
         }
-        self.render_engine(engine, &mut out);
+        self.render_engine(engine, &mut out, per_agent);
         out
     }
 
-    fn render_engine(&self, engine: &Engine, out: &mut String) {
+    fn render_engine(&self, engine: &Engine, out: &mut String, per_agent: bool) {
         let s = engine.store_stats();
         out.push_str("# HELP mneme_store_bytes Bytes on disk by file kind.\n# TYPE mneme_store_bytes gauge\n");
         let _ = writeln!(out, "mneme_store_bytes{{kind=\"wal\"}} {}", s.wal_bytes);
@@ -138,49 +143,85 @@ impl Metrics {
             "mneme_store_poisoned {}",
             u8::from(engine.poisoned().is_some())
         );
-        out.push_str(
-            "# HELP mneme_memories Live memories per agent.\n# TYPE mneme_memories gauge\n",
-        );
-        let mut lag = String::from(
-            "# HELP mneme_index_lag Vectors not yet in the agent's graph index.\n# TYPE mneme_index_lag gauge\n",
-        );
-        let mut rest = (0u64, 0u64);
-        for (i, agent) in engine.agent_ids().into_iter().enumerate() {
-            let Ok(stats) = engine.stats(&agent) else {
+        let mut totals = (0u64, 0u64);
+        let mut listed = String::new();
+        let mut lag = String::new();
+        let ids = engine.agent_ids();
+        for (i, agent) in ids.iter().enumerate() {
+            let Ok(stats) = engine.stats(agent) else {
                 continue;
             };
-            if i < AGENTS_LISTED_MAX {
+            totals.0 += stats.total_memories;
+            totals.1 += stats.index_lag;
+            if per_agent && i < AGENTS_LISTED_MAX {
                 let _ = writeln!(
-                    out,
-                    "mneme_memories{{agent=\"{agent}\"}} {}",
+                    listed,
+                    "mneme_agent_memories{{agent=\"{agent}\"}} {}",
                     stats.total_memories
                 );
                 let _ = writeln!(
                     lag,
-                    "mneme_index_lag{{agent=\"{agent}\"}} {}",
+                    "mneme_agent_index_lag{{agent=\"{agent}\"}} {}",
                     stats.index_lag
                 );
-            } else {
-                rest.0 += stats.total_memories;
-                rest.1 += stats.index_lag;
             }
         }
-        if rest != (0, 0) {
-            let _ = writeln!(out, "mneme_memories{{agent=\"(others)\"}} {}", rest.0);
-            let _ = writeln!(lag, "mneme_index_lag{{agent=\"(others)\"}} {}", rest.1);
+        out.push_str("# HELP mneme_agents Agents.\n# TYPE mneme_agents gauge\n");
+        let _ = writeln!(out, "mneme_agents {}", ids.len());
+        out.push_str(
+            "# HELP mneme_memories Live memories, all agents.\n# TYPE mneme_memories gauge\n",
+        );
+        let _ = writeln!(out, "mneme_memories {}", totals.0);
+        out.push_str("# HELP mneme_index_lag Vectors not yet in a graph index, all agents.\n# TYPE mneme_index_lag gauge\n");
+        let _ = writeln!(out, "mneme_index_lag {}", totals.1);
+        let s = engine.store_stats();
+        out.push_str(
+            "# HELP mneme_applied_lsn The log position applied.\n# TYPE mneme_applied_lsn gauge\n",
+        );
+        let _ = writeln!(out, "mneme_applied_lsn {}", engine.applied_lsn());
+        out.push_str(
+            "# HELP mneme_snapshots Live agent snapshot files.\n# TYPE mneme_snapshots gauge\n",
+        );
+        let _ = writeln!(out, "mneme_snapshots {}", s.snapshots);
+        if per_agent {
+            out.push_str("# HELP mneme_agent_memories Live memories per agent (admin keys only; the first 1,000 agents).\n# TYPE mneme_agent_memories gauge\n");
+            out.push_str(&listed);
+            out.push_str("# HELP mneme_agent_index_lag Vectors not yet in the agent's graph index (admin keys only).\n# TYPE mneme_agent_index_lag gauge\n");
+            out.push_str(&lag);
         }
-        out.push_str(&lag);
     }
 }
 
+/// The bearer token of an HTTP request head, if any.
+fn bearer(head: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        let value = value.trim();
+        value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::to_owned)
+    })
+}
+
 /// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, engine: std::sync::Weak<Engine>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    engine: std::sync::Weak<Engine>,
+    auth: Arc<RwLock<Arc<Auth>>>,
+) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;
         };
         let metrics = Arc::clone(&metrics);
         let engine = engine.clone();
+        let auth = Arc::clone(&auth);
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -191,8 +232,15 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, engine: std::sy
                 }
             }
             let ok = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
+            let keys = Arc::clone(&auth.read());
+            let principal = match bearer(&head) {
+                Some(token) => keys.key_of(&token),
+                None if keys.enabled() => None,
+                None => Some(crate::auth::Principal::Open),
+            };
+            let per_agent = keys.enabled() && principal.as_ref().is_some_and(|p| keys.is_admin(p));
             let (status, body) = if let (true, Some(engine)) = (ok, engine.upgrade()) {
-                let body = tokio::task::spawn_blocking(move || metrics.render(&engine))
+                let body = tokio::task::spawn_blocking(move || metrics.render(&engine, per_agent))
                     .await
                     .unwrap_or_default();
                 ("200 OK", body)

@@ -1,14 +1,16 @@
-//! `mneme.v1.MemoryService`: authenticate, authorise the agent, convert, run the engine
-//! call on the blocking pool (never on the reactor), convert back, record metrics.
+//! `mneme.v1.MemoryService`: authenticate, authorise the agent, take a permit, convert, run
+//! the engine call on the blocking pool (never on the reactor), convert back, record
+//! metrics.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use mneme_engine::Engine;
-use tokio::sync::Semaphore;
+use parking_lot::RwLock;
 use tonic::{Request, Response, Status};
 
+use crate::admission::{Admission, Permit};
 use crate::auth::{Auth, Principal};
 use crate::convert::{self, RecallFields};
 use crate::metrics::Metrics;
@@ -19,23 +21,27 @@ use crate::pb::memory_service_server::MemoryService;
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub(crate) engine: Arc<Engine>,
-    pub(crate) auth: Arc<Auth>,
+    /// The key table; replaced as a whole when the keys file is reloaded (SIGHUP).
+    pub(crate) auth: Arc<RwLock<Arc<Auth>>>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) admission: Arc<Admission>,
+    /// Streams whose client neither reads nor sends for this long are ended.
+    pub(crate) stream_idle: std::time::Duration,
 }
 
 impl Shared {
-    /// Runs an engine call on the blocking pool, within the concurrency limit.
-    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    /// The current key table.
+    pub(crate) fn auth(&self) -> Arc<Auth> {
+        Arc::clone(&self.auth.read())
+    }
+
+    /// Runs an engine call on the blocking pool, holding `permit` until it is done (a
+    /// call whose client gave up still finishes, and still counts).
+    pub(crate) async fn blocking<T, F>(&self, permit: Permit, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> mneme_engine::Result<T> + Send + 'static,
     {
-        let permit = Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(
-                "server is at its concurrent request limit (CONCURRENT_REQUESTS_MAX); retry with backoff",
-            )
-        })?;
         let engine = Arc::clone(&self.engine);
         let out = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -62,16 +68,34 @@ impl Shared {
         out
     }
 
-    /// Authenticates the request and authorises `agent_id` for it.
+    /// Authenticates the request, authorises `agent_id` for it and takes its permit.
     pub(crate) fn admit<T>(
         &self,
         request: &Request<T>,
         agent_id: impl FnOnce(&T) -> &str,
-    ) -> Result<Principal, Status> {
-        let principal = self.auth.authenticate(request.metadata())?;
-        self.auth
-            .authorize(&principal, agent_id(request.get_ref()))?;
-        Ok(principal)
+    ) -> Result<Permit, Status> {
+        let auth = self.auth();
+        let principal = auth.authenticate(request.metadata())?;
+        let agent = agent_id(request.get_ref());
+        auth.authorize(&principal, agent)?;
+        self.admission.admit(&tenant(&auth, &principal, agent))
+    }
+
+    /// Authenticates the request as an admin and takes its permit.
+    pub(crate) fn admit_admin<T>(&self, request: &Request<T>) -> Result<Permit, Status> {
+        let auth = self.auth();
+        let principal = auth.authenticate(request.metadata())?;
+        auth.require_admin(&principal)?;
+        self.admission.admit(&tenant(&auth, &principal, ""))
+    }
+}
+
+/// Whose share of the permits a call uses: its API key's, or on a server without keys its
+/// agent's.
+pub(crate) fn tenant(auth: &Auth, principal: &Principal, agent: &str) -> String {
+    match principal {
+        Principal::Key(_) => format!("key:{}", auth.name(principal)),
+        Principal::Open => format!("agent:{agent}"),
     }
 }
 
@@ -104,11 +128,13 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::RememberResponse>, Status> {
         let s = &self.0;
         s.timed("Remember", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let agent = r.agent_id.clone();
             let input = convert::remember_input(r)?;
-            let out = s.blocking(move |e| e.remember(&agent, input)).await?;
+            let out = s
+                .blocking(permit, move |e| e.remember(&agent, input))
+                .await?;
             Ok(Response::new(convert::remembered(out)))
         })
         .await
@@ -120,7 +146,7 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::RememberBatchResponse>, Status> {
         let s = &self.0;
         s.timed("RememberBatch", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let mut items = Vec::with_capacity(r.items.len());
             for (i, item) in r.items.into_iter().enumerate() {
@@ -132,7 +158,9 @@ impl MemoryService for MemoryApi {
                 items.push(convert::remember_input(item)?);
             }
             let agent = r.agent_id;
-            let out = s.blocking(move |e| e.remember_batch(&agent, items)).await?;
+            let out = s
+                .blocking(permit, move |e| e.remember_batch(&agent, items))
+                .await?;
             Ok(Response::new(pb::RememberBatchResponse {
                 results: out.into_iter().map(convert::remembered).collect(),
             }))
@@ -146,11 +174,13 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::RecallResponse>, Status> {
         let s = &self.0;
         s.timed("Recall", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let agent = r.agent_id;
             let query = convert::recall_query(recall_fields!(r))?;
-            let out = s.blocking(move |e| e.recall(&agent, &query)).await?;
+            let out = s
+                .blocking(permit, move |e| e.recall(&agent, &query))
+                .await?;
             Ok(Response::new(pb::RecallResponse {
                 memories: out.into_iter().map(convert::recalled).collect(),
             }))
@@ -164,13 +194,15 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::InjectContextResponse>, Status> {
         let s = &self.0;
         s.timed("InjectContext", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let agent = r.agent_id;
             let max_tokens = u64::from(r.max_tokens);
             let query = convert::recall_query(recall_fields!(r))?;
             let out = s
-                .blocking(move |e| e.inject_context(&agent, &query, max_tokens))
+                .blocking(permit, move |e| {
+                    e.inject_context(&agent, &query, max_tokens)
+                })
                 .await?;
             Ok(Response::new(pb::InjectContextResponse {
                 context: out.context,
@@ -184,15 +216,20 @@ impl MemoryService for MemoryApi {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Memory>, Status> {
         let s = &self.0;
         s.timed("Get", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let id = r.id.clone();
             let found = s
-                .blocking(move |e| e.get(&r.agent_id, &r.id, r.include_vector))
+                .blocking(permit, move |e| e.get(&r.agent_id, &r.id, r.include_vector))
                 .await?;
             found
                 .map(|m| Response::new(convert::memory(m)))
-                .ok_or_else(|| Status::not_found(format!("memory {id:?} not found")))
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "memory {} not found",
+                        mneme_engine::limits::echo(&id)
+                    ))
+                })
         })
         .await
     }
@@ -203,11 +240,11 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let s = &self.0;
         s.timed("List", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let agent = r.agent_id.clone();
             let query = convert::list_query(r)?;
-            let page = s.blocking(move |e| e.list(&agent, &query)).await?;
+            let page = s.blocking(permit, move |e| e.list(&agent, &query)).await?;
             Ok(Response::new(pb::ListResponse {
                 memories: page.memories.into_iter().map(convert::memory).collect(),
                 next_page_token: page.next_page_token,
@@ -222,14 +259,21 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::Memory>, Status> {
         let s = &self.0;
         s.timed("Update", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let (agent, id) = (r.agent_id.clone(), r.id.clone());
             let input = convert::update_input(r);
             let shown = id.clone();
-            let out = s.blocking(move |e| e.update(&agent, &id, input)).await?;
+            let out = s
+                .blocking(permit, move |e| e.update(&agent, &id, input))
+                .await?;
             out.map(|m| Response::new(convert::memory(m)))
-                .ok_or_else(|| Status::not_found(format!("memory {shown:?} not found")))
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "memory {} not found",
+                        mneme_engine::limits::echo(&shown)
+                    ))
+                })
         })
         .await
     }
@@ -240,9 +284,11 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::ForgetResponse>, Status> {
         let s = &self.0;
         s.timed("Forget", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
-            let forgotten = s.blocking(move |e| e.forget(&r.agent_id, &r.ids)).await?;
+            let forgotten = s
+                .blocking(permit, move |e| e.forget(&r.agent_id, &r.ids))
+                .await?;
             Ok(Response::new(pb::ForgetResponse { forgotten }))
         })
         .await
@@ -254,10 +300,12 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::ForgetResponse>, Status> {
         let s = &self.0;
         s.timed("ForgetSession", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let forgotten = s
-                .blocking(move |e| e.forget_session(&r.agent_id, &r.session_id))
+                .blocking(permit, move |e| {
+                    e.forget_session(&r.agent_id, &r.session_id)
+                })
                 .await?;
             Ok(Response::new(pb::ForgetResponse { forgotten }))
         })
@@ -270,9 +318,11 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::ForgetResponse>, Status> {
         let s = &self.0;
         s.timed("ClearAll", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
-            let forgotten = s.blocking(move |e| e.clear_all(&r.agent_id)).await?;
+            let forgotten = s
+                .blocking(permit, move |e| e.clear_all(&r.agent_id))
+                .await?;
             Ok(Response::new(pb::ForgetResponse { forgotten }))
         })
         .await
@@ -284,10 +334,10 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let s = &self.0;
         s.timed("Stats", async {
-            s.admit(&request, |r| &r.agent_id)?;
+            let permit = s.admit(&request, |r| &r.agent_id)?;
             let agent = request.into_inner().agent_id;
             let a = agent.clone();
-            let stats = s.blocking(move |e| e.stats(&a)).await?;
+            let stats = s.blocking(permit, move |e| e.stats(&a)).await?;
             Ok(Response::new(convert::stats(agent, stats)))
         })
         .await
