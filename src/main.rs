@@ -377,6 +377,11 @@ fn load_minilm(_: &std::path::Path, _: usize) -> Result<Arc<dyn Embedder>> {
 fn abort_on_panic() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if mneme_engine::panic_is_caught_here() {
+            // A third-party decoder rejecting hostile bytes; the caller turns it into an
+            // error (see mneme_index::panic_is_caught_here).
+            return;
+        }
         report(info);
         eprintln!("mneme: aborting after a panic; restart to recover from the log");
         std::process::abort();

@@ -323,6 +323,9 @@ impl Inner {
 
     /// Logs `entry` and applies it in log order once durable.
     pub(crate) fn submit(self: &Arc<Self>, entry: Entry) -> Result<Outcome> {
+        entry
+            .validate()
+            .map_err(|reason| Error::invalid("entry", reason))?;
         let payload = crate::mutation::encode(&entry);
         let inner = Arc::clone(self);
         let (_, outcome) = self

@@ -33,6 +33,40 @@ pub struct MemoryDump {
     pub vector_bits: Vec<u32>,
 }
 
+/// Decodes an agent snapshot file's bytes (as the store names it: for `agent`, at `lsn`)
+/// into the state it holds, checking everything (the decoder recovery uses). A malformed
+/// file is `Err((offset, reason))`, never a panic.
+pub fn read_agent_snapshot(
+    bytes: &[u8],
+    agent: &str,
+    lsn: u64,
+) -> Result<AgentDump, (u64, String)> {
+    let loaded = crate::snapshot::load(bytes, agent, lsn, mneme_index::IndexConfig::default())?;
+    let mut memories: Vec<MemoryDump> = loaded
+        .state
+        .memories
+        .iter()
+        .map(|(key, m)| MemoryDump {
+            key: *key,
+            id: m.id.clone(),
+            record: m.record.clone(),
+            access: m.access,
+            vector_bits: loaded
+                .index
+                .get(*key)
+                .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    memories.sort_by_key(|m| m.key);
+    Ok(AgentDump {
+        agent: loaded.agent,
+        config: loaded.state.config.to_record(),
+        next_key: loaded.state.next_key,
+        memories,
+    })
+}
+
 impl Engine {
     /// Every agent's complete state, sorted by agent id and key. Holds each agent's read
     /// locks while copying it: not for hot paths.

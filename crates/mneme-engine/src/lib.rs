@@ -38,7 +38,7 @@ pub use engine::{CHECKPOINT_WAL_BYTES_MAX, DEDUP_COSINE_MIN, Engine, EngineConfi
 pub use error::{Error, Result};
 pub use graphs::GRAPH_SNAPSHOT_INTERVAL;
 pub use ids::{is_memory_id, new_memory_id};
-pub use mneme_index::{GraphKind, IndexConfig};
+pub use mneme_index::{GraphKind, IndexConfig, panic_is_caught_here};
 pub use mneme_scoring::{Calibration, ScoringParams, TypeParams};
 pub use mneme_storage::{Durability, Error as StorageError, Options as StorageOptions, StoreStats};
 pub use model::*;

@@ -173,7 +173,8 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     out
 }
 
-/// Decodes an entry; any malformation is a description, never a panic.
+/// Decodes an entry and checks what every entry the write path builds satisfies (see
+/// [`Entry::validate`]); any malformation is a description, never a panic.
 pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
     let (&version, body) = bytes.split_first().ok_or("empty entry")?;
     if version != ENTRY_FORMAT_VERSION {
@@ -181,13 +182,119 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
             "entry format version {version}; this build reads {ENTRY_FORMAT_VERSION}"
         ));
     }
-    match bincode::decode_from_slice::<Entry, _>(body, config()) {
-        Ok((entry, used)) if used == body.len() => Ok(entry),
-        Ok((_, used)) => Err(format!(
-            "{} trailing bytes after the entry",
-            body.len() - used
-        )),
-        Err(err) => Err(format!("undecodable entry: {err}")),
+    let entry = match bincode::decode_from_slice::<Entry, _>(body, config()) {
+        Ok((entry, used)) if used == body.len() => entry,
+        Ok((_, used)) => {
+            return Err(format!(
+                "{} trailing bytes after the entry",
+                body.len() - used
+            ));
+        }
+        Err(err) => return Err(format!("undecodable entry: {err}")),
+    };
+    entry.validate()?;
+    Ok(entry)
+}
+
+fn check_record(what: &str, r: &MemoryRecord) -> Result<(), String> {
+    if !(1..=3).contains(&r.memory_type) {
+        return Err(format!("{what}: memory type {}", r.memory_type));
+    }
+    if !(0.0..=1.0).contains(&r.importance) {
+        return Err(format!("{what}: importance {}", r.importance));
+    }
+    Ok(())
+}
+
+fn check_vector(what: &str, v: &[f32], dim: u32) -> Result<(), String> {
+    if v.len() != dim as usize {
+        return Err(format!(
+            "{what}: {} dimensions, the entry's space has {dim}",
+            v.len()
+        ));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(format!("{what}: a component is not finite"));
+    }
+    Ok(())
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    if crate::ids::is_memory_id(id) {
+        Ok(())
+    } else {
+        Err(format!("{what}: not a memory id"))
+    }
+}
+
+fn check_config(what: &str, c: &AgentConfigRecord) -> Result<(), String> {
+    if c.dim == 0 || c.dim as usize > crate::limits::DIMENSIONS_MAX {
+        return Err(format!("{what}: dimension {}", c.dim));
+    }
+    Ok(())
+}
+
+impl Entry {
+    /// What every entry the write path builds satisfies, and `apply` relies on: a valid
+    /// agent id and memory ids, memory types and importances in range, configurations with
+    /// a dimension in range, vectors of their space's dimension with finite components.
+    /// A logged entry that fails this is corruption (or a bug), never something to apply.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::limits::check_agent_id(&self.agent).map_err(|e| e.to_string())?;
+        match &self.mutation {
+            Mutation::Remember(r) => {
+                check_config("create", &r.create)?;
+                if r.create.embedder != r.space.embedder || r.create.dim != r.space.dim {
+                    return Err("remember: the configuration and the space differ".into());
+                }
+                for (i, item) in r.items.iter().enumerate() {
+                    let what = format!("items[{i}]");
+                    check_id(&what, &item.id)?;
+                    check_record(&what, &item.record)?;
+                    check_vector(&what, &item.vector, r.space.dim)?;
+                }
+            }
+            Mutation::Update(u) => {
+                check_id("update", &u.id)?;
+                if let Some((_, v, space)) = &u.content {
+                    check_vector("update", v, space.dim)?;
+                }
+                if u.importance.is_some_and(|i| !(0.0..=1.0).contains(&i)) {
+                    return Err("update: importance out of range".into());
+                }
+            }
+            Mutation::Forget { ids } => {
+                for id in ids {
+                    check_id("forget", id)?;
+                }
+            }
+            Mutation::Touch { hits, .. } => {
+                for (id, _) in hits {
+                    check_id("touch", id)?;
+                }
+            }
+            Mutation::ForgetSession { .. } | Mutation::ClearAll | Mutation::Expire { .. } => {}
+            Mutation::Configure(c) => {
+                check_config("configure", &c.config)?;
+                for (id, v) in c.vectors.iter().flatten() {
+                    check_id("configure", id)?;
+                    check_vector("configure", v, c.config.dim)?;
+                }
+            }
+            Mutation::Import(i) => {
+                check_config("create", &i.create)?;
+                if i.create.embedder != i.space.embedder || i.create.dim != i.space.dim {
+                    return Err("import: the configuration and the space differ".into());
+                }
+                for (n, m) in i.memories.iter().enumerate() {
+                    let what = format!("memories[{n}]");
+                    check_id(&what, &m.id)?;
+                    check_record(&what, &m.record)?;
+                    check_vector(&what, &m.vector, i.space.dim)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -200,7 +307,7 @@ mod tests {
             agent: "bot".into(),
             mutation: Mutation::Touch {
                 at_ms: 5,
-                hits: vec![("01ABC".into(), 2)],
+                hits: vec![("01ARZ3NDEKTSV4RRFFQ69G5FAV".into(), 2)],
             },
         }
     }
@@ -220,6 +327,18 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn entries_the_write_path_never_builds_are_refused() {
+        let mut bad = sample();
+        bad.agent = "../x".into();
+        assert!(decode(&encode(&bad)).is_err());
+        let mut bad = sample();
+        bad.mutation = Mutation::Forget {
+            ids: vec!["not-an-id".into()],
+        };
+        assert!(decode(&encode(&bad)).is_err());
     }
 
     #[test]

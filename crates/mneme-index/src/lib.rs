@@ -39,7 +39,7 @@ pub use flat::FlatIndex;
 pub use graph::{Graph, GraphKind};
 pub use hnsw::{HnswGraph, HnswParams};
 pub use native::{NATIVE_LEVELS_MAX, NATIVE_M_MAX, NATIVE_POINTS_MAX, NativeGraph};
-pub use snapshot::{LABEL_BYTES_MAX, SnapshotError};
+pub use snapshot::{LABEL_BYTES_MAX, SnapshotError, panic_is_caught_here};
 pub use topk::{Hit, TopK};
 
 /// Largest vector dimension accepted anywhere in Mneme.

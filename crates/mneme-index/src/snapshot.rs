@@ -181,8 +181,11 @@ impl HnswGraph {
             decode_labels(&labels).ok_or_else(|| invalid(&dir.join(LABELS), "malformed labels"))?;
         // The loader must outlive the graph that borrows it: leak it (see the module doc).
         let loader: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, BASENAME)));
-        let hnsw = loader
-            .load_hnsw::<f32, DistL2>()
+        // hnsw_rs's loader panics on some malformed dumps (found by fuzzing): a dump only
+        // reaches it with the checksums we wrote, but a damaged or forged one must still be
+        // an error, not a crash.
+        let hnsw = catching_panics(|| loader.load_hnsw::<f32, DistL2>())
+            .map_err(|reason| invalid(dir, &format!("hnsw_rs could not load it: {reason}")))?
             .map_err(|e| SnapshotError::Hnsw(e.to_string()))?;
         let keys: Vec<Option<u64>> = labels
             .iter()
@@ -190,6 +193,31 @@ impl HnswGraph {
             .collect();
         Self::from_loaded(hnsw, params, keys).map_err(|reason| invalid(&dir.join(LABELS), &reason))
     }
+}
+
+thread_local! {
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while this thread runs third-party decoding that may panic on hostile bytes and
+/// whose panic is caught and turned into an error. A process-wide panic hook that aborts
+/// (as `mneme serve`'s does) must let these unwind.
+pub fn panic_is_caught_here() -> bool {
+    CATCHING.with(std::cell::Cell::get)
+}
+
+/// Runs `f`, turning a panic into an error message.
+fn catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    CATCHING.with(|c| c.set(true));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(false));
+    out.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned())
+    })
 }
 
 pub(crate) fn decode_labels(bytes: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {

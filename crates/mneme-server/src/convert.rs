@@ -128,16 +128,26 @@ pub fn remembered(r: engine::Remembered) -> pb::RememberResponse {
     }
 }
 
-/// The recall fields shared by Recall and InjectContext.
+/// The recall fields shared by Recall and InjectContext (same names, two wire types).
+#[derive(Debug, Clone, Default)]
 pub struct RecallFields {
+    /// Query text.
     pub query: String,
+    /// Or a query vector.
     pub vector: Vec<f32>,
+    /// Results wanted (0: default).
     pub top_k: u32,
+    /// Session scope.
     pub session_id: String,
+    /// Drop agent-wide memories.
     pub session_only: bool,
+    /// Type filter (wire numbers).
     pub memory_types: Vec<i32>,
+    /// Drop results below this confidence.
     pub min_confidence: f32,
+    /// Exact-match metadata filter.
     pub metadata: std::collections::HashMap<String, String>,
+    /// Return vectors.
     pub include_vectors: bool,
 }
 

@@ -9,7 +9,7 @@ mod admin;
 pub mod admission;
 pub mod auth;
 mod codec;
-mod convert;
+pub mod convert;
 mod health;
 mod metrics;
 mod service;

@@ -23,6 +23,9 @@ const HEADER_BYTES: usize = 32;
 pub const MANIFEST_SNAPSHOTS_MAX: usize = 1 << 24;
 /// Longest snapshot tag.
 pub const TAG_BYTES_MAX: usize = 1024;
+/// Largest file id or LSN a reader believes (2^62: a billion a second for 146 years);
+/// anything above it is damage, and refusing it keeps every `+ 1` far from overflow.
+pub const POSITION_MAX: u64 = 1 << 62;
 
 /// A snapshot file named by the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,6 +98,9 @@ impl Manifest {
             return Err(bad(12, "manifest checksum mismatch"));
         }
         let next_file_id = r.u64().unwrap_or_default();
+        if next_file_id > POSITION_MAX {
+            return Err(bad(16, "next file id out of range"));
+        }
         let n = r.u32().unwrap_or_default() as usize;
         if n > MANIFEST_SNAPSHOTS_MAX {
             return Err(bad(24, "manifest lists too many snapshots"));
@@ -117,7 +123,8 @@ impl Manifest {
                     crc: r.u32()?,
                 })
             })();
-            let Some(entry) = entry else {
+            let Some(entry) = entry.filter(|e| e.file_id <= POSITION_MAX && e.lsn <= POSITION_MAX)
+            else {
                 return Err(bad(at, &format!("snapshot entry {i} is malformed")));
             };
             if snapshots
@@ -234,6 +241,30 @@ mod tests {
         }
         for len in 0..bytes.len() {
             assert!(Manifest::decode(path, &bytes[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn positions_near_the_top_of_u64_are_damage_not_arithmetic() {
+        // Found by fuzzing: a manifest naming next file id u64::MAX overflowed `+ 1`.
+        for m in [
+            Manifest {
+                next_file_id: u64::MAX,
+                snapshots: Vec::new(),
+            },
+            Manifest {
+                next_file_id: 1,
+                snapshots: vec![SnapshotRef {
+                    tag: b"a".to_vec(),
+                    file_id: 1,
+                    lsn: u64::MAX,
+                    bytes: 0,
+                    crc: 0,
+                }],
+            },
+        ] {
+            let err = Manifest::decode(Path::new("MANIFEST"), &m.encode()).unwrap_err();
+            assert!(matches!(err, Error::Corruption { .. }), "{err}");
         }
     }
 

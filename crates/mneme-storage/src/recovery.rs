@@ -47,6 +47,10 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path) -> Result<Recovered> {
     let mut wal_ids = Vec::new();
     let mut snapshot_ids = HashSet::new();
     for (name, kind) in names.iter().filter_map(|n| Some((n, parse_file_name(n)?))) {
+        let (FileKind::Wal(id) | FileKind::Snapshot(id) | FileKind::LegacyLog(id)) = kind;
+        if id > crate::manifest::POSITION_MAX {
+            return Err(Error::corruption(dir.join(name), 0, "file id out of range"));
+        }
         match kind {
             FileKind::Wal(id) => wal_ids.push(id),
             FileKind::Snapshot(id) => {
@@ -215,6 +219,13 @@ pub(crate) fn scan_segment(
     loop {
         match decode_frame(buf, offset, header.seed) {
             Decoded::Frame(frame, next) => {
+                if frame.lsn > crate::manifest::POSITION_MAX {
+                    return Err(Torn::Error(Error::corruption(
+                        path,
+                        offset as u64,
+                        format!("LSN {} out of range", frame.lsn),
+                    )));
+                }
                 if frame.lsn <= last_lsn {
                     // The frame is this file's (its CRC covers the file's seed), so this is
                     // not a torn write: it is damage, or a writer bug. Never skip it.
