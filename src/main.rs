@@ -33,11 +33,61 @@ enum Command {
     Export(ExportArgs),
     /// Load an export into an agent.
     Import(ImportArgs),
+    /// Serve an agent's memory to MCP clients (Claude Desktop, Cursor, agent frameworks),
+    /// over stdio or streamable HTTP.
+    #[cfg(feature = "mcp")]
+    Mcp(McpArgs),
     /// API key helpers.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+/// How `mneme mcp` serves, and whose memory.
+#[cfg(feature = "mcp")]
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// The agent whose memory the tools use (the model cannot choose another).
+    #[arg(long, env = "MNEME_AGENT")]
+    agent: String,
+    /// Scope every tool to this session (it also sees agent-wide memories).
+    #[arg(long, env = "MNEME_SESSION", default_value = "")]
+    session: String,
+    /// Use a running Mneme server (e.g. http://127.0.0.1:50051) instead of a local data
+    /// directory.
+    #[arg(long, env = "MNEME_SERVER", conflicts_with = "data_dir")]
+    server: Option<String>,
+    /// API key for --server.
+    #[arg(long, env = "MNEME_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Local data directory (embedded engine, no server needed) [default: ./mneme-data].
+    #[arg(long, env = "MNEME_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Embedder for the local data directory [default: static].
+    #[arg(long, env = "MNEME_EMBEDDER", value_enum)]
+    embedder: Option<EmbedderChoice>,
+    /// Model directory for --embedder static or minilm.
+    #[arg(long, env = "MNEME_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// stdio (what desktop clients launch) or http (streamable HTTP at /mcp).
+    #[arg(long, value_enum, default_value = "stdio")]
+    transport: McpTransport,
+    /// Address for --transport http.
+    #[arg(long, env = "MNEME_MCP_LISTEN", default_value = "127.0.0.1:8808")]
+    listen: SocketAddr,
+    /// Bearer token HTTP clients must send; required off loopback.
+    #[arg(long, env = "MNEME_MCP_TOKEN", hide_env_values = true)]
+    http_token: Option<String>,
+}
+
+#[cfg(feature = "mcp")]
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum McpTransport {
+    /// JSON-RPC on stdin/stdout.
+    Stdio,
+    /// Streamable HTTP.
+    Http,
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +323,8 @@ fn main() -> Result<()> {
         Command::Stats(args) => runtime.block_on(stats(args)),
         Command::Export(args) => runtime.block_on(export(args)),
         Command::Import(args) => runtime.block_on(import(args)),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(args) => runtime.block_on(mcp(args)),
     }
 }
 
@@ -504,6 +556,84 @@ async fn serve(args: ServeArgs) -> Result<()> {
     .await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+#[cfg(feature = "mcp")]
+async fn mcp(args: McpArgs) -> Result<()> {
+    use mneme_mcp::{Backend, HttpConfig, MemoryTools};
+    mneme_engine::limits::check_agent_id(&args.agent).map_err(anyhow::Error::msg)?;
+    let http = HttpConfig {
+        listen: args.listen,
+        token: args.http_token.clone(),
+        allowed_hosts: Vec::new(),
+    };
+    if matches!(args.transport, McpTransport::Http) {
+        http.check()?;
+    }
+    let backend = match &args.server {
+        Some(server) => {
+            let channel = channel(&Connection {
+                server: server.clone(),
+                key: args.key.clone(),
+                tls_ca: None,
+            })
+            .await?;
+            Backend::Remote {
+                client: pb::memory_service_client::MemoryServiceClient::new(channel),
+                key: args.key.clone(),
+            }
+        }
+        None => {
+            let dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./mneme-data"));
+            let config = EngineConfig {
+                embedders: embedders(
+                    args.embedder.unwrap_or(EmbedderChoice::Static),
+                    args.model_dir.as_ref(),
+                    0,
+                    OpenAiArgs {
+                        url: None,
+                        model: None,
+                        key_env: None,
+                    },
+                )?,
+                ..EngineConfig::default()
+            };
+            let d = dir.clone();
+            let engine = tokio::task::spawn_blocking(move || Engine::open(&d, config))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "opening {} (if a server owns it, use --server instead)",
+                        dir.display()
+                    )
+                })?;
+            Backend::Embedded(Arc::new(engine))
+        }
+    };
+    let tools = MemoryTools::new(backend.clone(), &args.agent, &args.session);
+    let result = match args.transport {
+        McpTransport::Stdio => mneme_mcp::serve_stdio(tools).await,
+        McpTransport::Http => {
+            let (agent, session) = (args.agent.clone(), args.session.clone());
+            let make_backend = backend.clone();
+            mneme_mcp::serve_http(
+                move || MemoryTools::new(make_backend.clone(), &agent, &session),
+                http,
+                shutdown_signal(),
+                |addr| println!("mneme mcp listening on http://{addr}/mcp"),
+            )
+            .await
+        }
+    };
+    if let Backend::Embedded(engine) = backend
+        && let Ok(engine) = Arc::try_unwrap(engine)
+    {
+        tokio::task::spawn_blocking(move || engine.close()).await??;
+    }
+    result
 }
 
 async fn shutdown_signal() {

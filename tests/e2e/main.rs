@@ -11,5 +11,6 @@ mod harness;
 mod isolation;
 #[cfg(feature = "minilm")]
 mod minilm;
+mod python;
 mod rpc;
 mod tls;
