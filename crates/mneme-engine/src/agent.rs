@@ -418,7 +418,8 @@ impl AgentState {
         }
         // Sorted input: the map is built in one pass.
         state.ids = ids.into_iter().collect();
-        state.memories.reserve(memories.len());
+        // A quarter of headroom: the first writes after a load must not rehash everything.
+        state.memories.reserve(memories.len() + memories.len() / 4);
         for (key, m) in memories {
             state.index_memory(key, &m);
             state.memories.insert(key, m);

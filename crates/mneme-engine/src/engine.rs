@@ -155,7 +155,9 @@ impl Engine {
         config: EngineConfig,
         graphs_dir: Option<std::path::PathBuf>,
     ) -> Result<Self> {
+        let started = Instant::now();
         let agents = load_snapshots(&store, config.index)?;
+        let loaded = started.elapsed();
         let applied = agents
             .values()
             .map(|a| a.state.read().applied_lsn)
@@ -173,17 +175,30 @@ impl Engine {
             wake: Mutex::new(()),
             wake_cv: Condvar::new(),
         });
+        let (mut entries, mut bytes) = (0u64, 0u64);
         inner.store.replay(&mut |e| {
             let entry = crate::mutation::decode(e.payload)?;
             inner.apply(e.lsn, &entry);
+            entries += 1;
+            bytes += e.payload.len() as u64;
             Ok(())
         })?;
+        let replayed = started.elapsed() - loaded;
         if let Some(root) = &inner.graphs_dir {
             crate::graphs::remove_strays(root);
             for agent in inner.agents_snapshot() {
                 crate::graphs::restore(root, &agent, &inner.config.index);
             }
         }
+        tracing::info!(
+            agents = inner.agents.read().len(),
+            snapshots_s = loaded.as_secs_f64(),
+            replayed_entries = entries,
+            replayed_bytes = bytes,
+            replay_s = replayed.as_secs_f64(),
+            graphs_s = (started.elapsed() - loaded - replayed).as_secs_f64(),
+            "engine open"
+        );
         // Graphs of large agents are built by the worker; until then recall scans exactly.
         let worker = inner.config.background.then(|| {
             let inner = Arc::clone(&inner);

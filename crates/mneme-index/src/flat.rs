@@ -70,6 +70,13 @@ impl FlatIndex {
                 return Err(IndexError::DuplicateKey { key: *key });
             }
         }
+        // Room to grow by a quarter without reallocating (and copying) the whole store on
+        // the first insert after a load: only address space until it is written.
+        let mut data = data;
+        data.reserve(data.len() / 4);
+        let mut keys = keys;
+        keys.reserve(keys.len() / 4);
+        slots.reserve(slots.len() / 4);
         crate::native::advise_huge_pages(&data);
         let mut flat = Self {
             dim,

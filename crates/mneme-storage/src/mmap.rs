@@ -2,8 +2,8 @@
 //!
 //! The contract (see `docs/safety.md`): a file is mapped only after every byte of it was
 //! written and `fdatasync`ed, and from then on nothing in this process writes to it,
-//! truncates it or reopens it for writing. Installed snapshot files are the only files
-//! mapped. Removing a mapped file (a replaced snapshot) is fine on POSIX: the mapping
+//! truncates it or reopens it for writing. Installed snapshot files, and WAL segments that
+//! recovery has sealed (replay), are the only files mapped. Removing a mapped file (a replaced snapshot) is fine on POSIX: the mapping
 //! keeps the inode alive until the last `Arc` to it drops.
 
 use std::fs::File;

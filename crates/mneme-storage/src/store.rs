@@ -237,15 +237,19 @@ impl Store {
         let mut last_lsn = 0;
         for seg in segments {
             let path = self.inner.dir.join(wal_file_name(seg.id));
-            let buf = self
+            // Mapped, not read: recovery left every recovered segment sealed (appends go to
+            // a new one) and truncated its tail already, so nothing changes these files
+            // while they are mapped (docs/safety.md).
+            let map = self
                 .inner
                 .vfs
-                .read(&path)
-                .map_err(|e| Error::io("read WAL segment", &path, e))?;
+                .map(&path)
+                .map_err(|e| Error::io("map WAL segment", &path, e))?;
+            let buf = map.bytes();
             let mut deliver = |e: EntryRef<'_>| {
                 f(e).map_err(|reason| Error::corruption(e.path, e.offset, reason))
             };
-            match scan_segment(&path, &buf, seg.id, last_lsn, false, &mut deliver) {
+            match scan_segment(&path, buf, seg.id, last_lsn, false, &mut deliver) {
                 Ok(scanned) => last_lsn = scanned.last_lsn,
                 Err(Torn::Error(err)) => return Err(err),
                 Err(Torn::CreationTorn) => {
