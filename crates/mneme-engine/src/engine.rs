@@ -342,10 +342,19 @@ impl Inner {
             .validate()
             .map_err(|reason| Error::invalid("entry", reason))?;
         let payload = crate::mutation::encode(&entry);
+        let new_vectors = entry.mutation.new_vectors();
+        let agent_id = (new_vectors > 0).then(|| entry.agent.clone());
         let inner = Arc::clone(self);
         let (_, outcome) = self
             .store
             .commit(payload, move |lsn| inner.apply(lsn, &entry))?;
+        // The writer links (about) what it added into the agent's graph, outside every
+        // lock a reader needs, so that searches do not scan a growing exact tail. Twice as
+        // many as it added: a backlog shrinks too.
+        if let Some(agent) = agent_id.and_then(|id| self.agent(&id)) {
+            mneme_index::absorb(&agent.index, new_vectors * 2);
+            agent.graph_dirty.store(true, Ordering::Relaxed);
+        }
         Ok(outcome)
     }
 

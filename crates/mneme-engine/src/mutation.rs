@@ -234,6 +234,19 @@ fn check_config(what: &str, c: &AgentConfigRecord) -> Result<(), String> {
     Ok(())
 }
 
+impl Mutation {
+    /// How many vectors applying it may add to the index (its writer links about as many
+    /// into the graph afterwards, so that the exact tail stays small).
+    pub fn new_vectors(&self) -> usize {
+        match self {
+            Mutation::Remember(r) => r.items.len(),
+            Mutation::Import(i) => i.memories.len(),
+            Mutation::Update(u) => usize::from(u.content.is_some()),
+            _ => 0,
+        }
+    }
+}
+
 impl Entry {
     /// What every entry the write path builds satisfies, and `apply` relies on: a valid
     /// agent id and memory ids, memory types and importances in range, configurations with

@@ -99,8 +99,11 @@ pub struct VectorIndex {
     /// Keys live in `flat` but not in `graph`.
     tail: HashSet<u64>,
     config: IndexConfig,
-    /// Keys inserted or removed while a [`maintain`] pass is building outside the lock.
+    /// Keys inserted or removed while a [`maintain`] rebuild is building outside the lock.
     dirty: Mutex<Option<HashSet<u64>>>,
+    /// Tail keys some [`absorb`] pass is linking into the graph right now (no other pass
+    /// takes them; searches still scan them as tail until they are linked).
+    claimed: HashSet<u64>,
     /// Bumped by [`VectorIndex::clear`]; a maintenance pass started before it is discarded.
     generation: u64,
     /// Held by the one [`maintain`] pass allowed at a time.
@@ -116,6 +119,7 @@ impl VectorIndex {
             tail: HashSet::new(),
             config,
             dirty: Mutex::new(None),
+            claimed: HashSet::new(),
             generation: 0,
             maintaining: Arc::new(Mutex::new(())),
         }
@@ -141,6 +145,7 @@ impl VectorIndex {
             tail,
             config,
             dirty: Mutex::new(None),
+            claimed: HashSet::new(),
             generation: 0,
             maintaining: Arc::new(Mutex::new(())),
         })
@@ -255,6 +260,7 @@ impl VectorIndex {
         self.flat = FlatIndex::new(self.dim());
         self.graph = None;
         self.tail.clear();
+        self.claimed.clear();
         self.generation += 1;
     }
 
@@ -395,9 +401,71 @@ struct Batch {
 }
 
 enum Work {
-    Absorb(Arc<Graph>, Batch),
+    Absorb,
     Rebuild(Arc<Graph>, Batch),
     Repair(Arc<Graph>),
+}
+
+/// Links up to `max` vectors of the exact tail into the graph, on the calling thread, and
+/// returns how many: what writers call after a write (so the tail stays small and searches
+/// do not scan it) and what [`maintain`] calls for the rest. Searches and writes proceed
+/// meanwhile; concurrent passes never take the same key; a vector replaced or removed while
+/// it was being linked is tombstoned in the graph and stays (or leaves) the tail.
+pub fn absorb(lock: &RwLock<VectorIndex>, max: usize) -> usize {
+    let (graph, batch) = {
+        let mut index = lock.write();
+        let Some(graph) = index.graph.clone() else {
+            return 0;
+        };
+        let keys: Vec<u64> = index
+            .tail
+            .iter()
+            .filter(|k| !index.claimed.contains(k))
+            .take(max)
+            .copied()
+            .collect();
+        if keys.is_empty() {
+            return 0;
+        }
+        let mut batch = Batch {
+            keys: Vec::with_capacity(keys.len()),
+            vectors: Vec::with_capacity(keys.len() * index.dim()),
+        };
+        for key in keys {
+            if let Some(v) = index.flat.get(key) {
+                batch.keys.push(key);
+                batch.vectors.extend_from_slice(v);
+            }
+        }
+        for key in &batch.keys {
+            index.claimed.insert(*key);
+        }
+        (graph, batch)
+    };
+    let inserted = graph.insert_batch(&batch.keys, &batch.vectors).is_ok();
+    let mut index = lock.write();
+    let same_graph = index.graph.as_ref().is_some_and(|g| Arc::ptr_eq(g, &graph));
+    let dim = index.dim();
+    let mut linked = 0;
+    for (i, key) in batch.keys.iter().enumerate() {
+        index.claimed.remove(key);
+        if !inserted || !same_graph {
+            continue;
+        }
+        let mine = &batch.vectors[i * dim..(i + 1) * dim];
+        let unchanged = index
+            .flat
+            .get(*key)
+            .is_some_and(|v| v.iter().zip(mine).all(|(a, b)| a.to_bits() == b.to_bits()));
+        if unchanged {
+            index.tail.remove(key);
+            linked += 1;
+        } else {
+            // Replaced or removed while we linked it: the graph's copy is stale.
+            graph.remove(*key);
+        }
+    }
+    linked
 }
 
 /// Does one bounded step of graph upkeep for the collection behind `lock`: builds the graph
@@ -442,34 +510,18 @@ pub fn maintain(lock: &RwLock<VectorIndex>, batch: usize) -> Maintenance {
             .filter(|g| g.unrepaired() >= config.repair_tombstones_min.max(g.len() / 100))
         {
             (Work::Repair(Arc::clone(graph)), index.generation)
-        } else if let (Some(graph), false) = (&index.graph, index.tail.is_empty()) {
-            *index.dirty.lock() = Some(HashSet::new());
-            let n = batch.max(1).min(index.tail.len());
-            let vectors = snapshot(&mut index.tail.iter().copied().take(n), n);
-            (Work::Absorb(Arc::clone(graph), vectors), index.generation)
+        } else if index.graph.is_some() && index.tail.len() > index.claimed.len() {
+            (Work::Absorb, index.generation)
         } else {
             return Maintenance::Idle;
         }
     };
     match work {
         Work::Repair(graph) => Maintenance::Repaired(graph.repair()),
-        Work::Absorb(graph, vectors) => {
-            let inserted = graph.insert_batch(&vectors.keys, &vectors.vectors).is_ok();
-            let mut index = lock.write();
-            let dirty = index.dirty.lock().take().unwrap_or_default();
-            if index.generation != generation || !inserted {
-                return Maintenance::Idle;
-            }
-            for key in &vectors.keys {
-                if dirty.contains(key) {
-                    // Replaced or removed while we inserted: the graph's copy is stale.
-                    graph.remove(*key);
-                } else {
-                    index.tail.remove(key);
-                }
-            }
-            Maintenance::Absorbed(vectors.keys.len())
-        }
+        Work::Absorb => match absorb(lock, batch.max(1)) {
+            0 => Maintenance::Idle,
+            n => Maintenance::Absorbed(n),
+        },
         Work::Rebuild(graph, vectors) => {
             let inserted = graph.insert_batch(&vectors.keys, &vectors.vectors).is_ok();
             let built = vectors.keys.len();

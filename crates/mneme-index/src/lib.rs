@@ -33,7 +33,7 @@ pub mod synthetic;
 mod topk;
 
 pub use collection::{
-    EF_SCALE_FROM, Filter, IndexConfig, Maintenance, Plan, VectorIndex, maintain, scaled_ef,
+    EF_SCALE_FROM, Filter, IndexConfig, Maintenance, Plan, VectorIndex, absorb, maintain, scaled_ef,
 };
 pub use flat::FlatIndex;
 pub use graph::{Graph, GraphKind};
