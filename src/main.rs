@@ -180,6 +180,12 @@ struct ServeArgs {
     /// Graph index for agents with 20,000+ memories [default: native].
     #[arg(long, env = "MNEME_GRAPH_INDEX", value_enum)]
     graph_index: Option<GraphChoice>,
+    /// Vectors an agent may hold outside its graph index before writes wait for the
+    /// graph; `unbounded`: never wait (bulk loads are then acknowledged at log speed and
+    /// searches scan the unlinked vectors until the background worker catches up)
+    /// [default: 8192].
+    #[arg(long, env = "MNEME_INDEX_TAIL_MAX", value_parser = parse_tail_max)]
+    index_tail_max: Option<TailMax>,
     /// Per-request deadline in milliseconds [default: 30000].
     #[arg(long, env = "MNEME_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
@@ -193,6 +199,37 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "MNEME_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+/// `--index-tail-max`: a count of vectors, or `unbounded` (`usize::MAX`).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(try_from = "TailMaxRepr")]
+struct TailMax(usize);
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum TailMaxRepr {
+    Count(usize),
+    Word(String),
+}
+
+impl TryFrom<TailMaxRepr> for TailMax {
+    type Error = String;
+    fn try_from(repr: TailMaxRepr) -> Result<Self, String> {
+        match repr {
+            TailMaxRepr::Count(n) => Ok(TailMax(n)),
+            TailMaxRepr::Word(w) => parse_tail_max(&w),
+        }
+    }
+}
+
+fn parse_tail_max(s: &str) -> Result<TailMax, String> {
+    if s == "unbounded" {
+        return Ok(TailMax(usize::MAX));
+    }
+    s.parse()
+        .map(TailMax)
+        .map_err(|_| format!("expected a number of vectors or `unbounded`, got {s:?}"))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -212,6 +249,7 @@ struct FileConfig {
     durability: Option<DurabilityChoice>,
     sync_interval_ms: Option<u64>,
     graph_index: Option<GraphChoice>,
+    index_tail_max: Option<TailMax>,
     request_timeout_ms: Option<u64>,
     stream_idle_timeout_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
@@ -533,6 +571,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             },
             ..mneme_engine::IndexConfig::default()
         },
+        index_tail_max: args
+            .index_tail_max
+            .or(file.index_tail_max)
+            .map_or(mneme_engine::INDEX_TAIL_MAX_DEFAULT, |t| t.0),
         ..EngineConfig::default()
     };
     #[cfg(feature = "fault-injection")]

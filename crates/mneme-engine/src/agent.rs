@@ -531,6 +531,8 @@ pub(crate) struct Agent {
     /// The graph changed since its last snapshot.
     pub(crate) graph_dirty: std::sync::atomic::AtomicBool,
     pub(crate) graph_saved_at: Mutex<Option<std::time::Instant>>,
+    /// Points in the graph when it was last snapshotted.
+    pub(crate) graph_saved_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Agent {
@@ -542,6 +544,7 @@ impl Agent {
             index: RwLock::new(VectorIndex::new(dim, index)),
             graph_dirty: std::sync::atomic::AtomicBool::new(false),
             graph_saved_at: Mutex::new(None),
+            graph_saved_len: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }

@@ -20,7 +20,8 @@ use mneme_index::{Graph, IndexConfig};
 use crate::agent::Agent;
 use crate::engine::Inner;
 
-/// A graph is snapshotted at most this often while it changes.
+/// A graph is snapshotted at most this often while it changes, unless it doubled in size
+/// since its last snapshot (so that a graph growing from empty is never far behind).
 pub const GRAPH_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A point's label: its key and the CRC32 of its vector's little-endian bytes, 12 bytes.
@@ -140,8 +141,11 @@ impl Inner {
     pub(crate) fn save_graphs(&self, force: bool) {
         let Some(root) = &self.graphs_dir else { return };
         for agent in self.agents_snapshot() {
+            let len = agent.index.read().graph().map_or(0, |g| g.len());
+            let doubled = len >= 2 * agent.graph_saved_len.load(Ordering::Relaxed).max(1_024);
             let due = agent.graph_dirty.load(Ordering::Relaxed)
                 && (force
+                    || doubled
                     || agent
                         .graph_saved_at
                         .lock()
@@ -151,7 +155,10 @@ impl Inner {
             }
             agent.graph_dirty.store(false, Ordering::Relaxed);
             match save(root, &agent) {
-                Ok(()) => *agent.graph_saved_at.lock() = Some(Instant::now()),
+                Ok(()) => {
+                    *agent.graph_saved_at.lock() = Some(Instant::now());
+                    agent.graph_saved_len.store(len, Ordering::Relaxed);
+                }
                 Err(err) => {
                     agent.graph_dirty.store(true, Ordering::Relaxed);
                     tracing::warn!(agent = agent.id, %err, "graph snapshot failed");

@@ -34,7 +34,10 @@ mod write;
 pub use apply::Outcome;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{AccessRecord, AgentConfigRecord, MemoryRecord, ScoringRecord};
-pub use engine::{CHECKPOINT_WAL_BYTES_MAX, DEDUP_COSINE_MIN, Engine, EngineConfig};
+pub use engine::{
+    CHECKPOINT_WAL_BYTES_MAX, DEDUP_COSINE_MIN, Engine, EngineConfig, INDEX_TAIL_MAX_DEFAULT,
+    WRITER_ABSORB_MAX,
+};
 pub use error::{Error, Result};
 pub use graphs::GRAPH_SNAPSHOT_INTERVAL;
 pub use ids::{is_memory_id, new_memory_id};

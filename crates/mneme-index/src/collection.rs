@@ -478,13 +478,24 @@ pub fn maintain(lock: &RwLock<VectorIndex>, batch: usize) -> Maintenance {
     let Some(_only_pass) = maintaining.try_lock() else {
         return Maintenance::Idle;
     };
+    {
+        // The first graph starts empty, with every vector in the tail, and grows by
+        // absorbing: writers link into it (and keep the tail bounded) from the moment it
+        // exists, instead of writing past a build that cannot see their vectors.
+        let mut index = lock.write();
+        if index.graph.is_none() && index.flat.len() >= index.config.graph_min_vectors {
+            let capacity = index.flat.len() + index.flat.len() / 4 + 1_024;
+            let graph = Graph::new(index.config.graph, index.dim(), index.config.hnsw, capacity);
+            index.set_graph(Arc::new(graph));
+        }
+    }
     let (work, generation) = {
         let index = lock.read();
         let config = index.config;
-        let rebuild = match &index.graph {
-            None => index.flat.len() >= config.graph_min_vectors,
-            Some(graph) => graph.tombstone_ratio() >= config.rebuild_tombstone_ratio,
-        };
+        let rebuild = index
+            .graph
+            .as_ref()
+            .is_some_and(|graph| graph.tombstone_ratio() >= config.rebuild_tombstone_ratio);
         let snapshot = |keys: &mut dyn Iterator<Item = u64>, n: usize| -> Batch {
             let mut batch = Batch {
                 keys: Vec::with_capacity(n),

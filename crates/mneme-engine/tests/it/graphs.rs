@@ -207,3 +207,53 @@ fn graphs_are_restored_with(kind: GraphKind) {
     engine.settle_indexes();
     assert!(ids_of(&engine, &vector(74)).contains(&ids[74]));
 }
+
+/// Once an agent has a graph, no write leaves more than `index_tail_max` vectors outside
+/// it (the writer links the excess before answering); with an unbounded tail, bulk writes
+/// are answered first and linked later.
+#[test]
+fn writes_keep_the_exact_tail_within_its_bound() {
+    let batch = |engine: &Engine, from: usize, n: usize| {
+        let items = (from..from + n)
+            .map(|i| RememberInput {
+                content: format!("memory {i}"),
+                vector: Some(vector(i)),
+                ..Default::default()
+            })
+            .collect();
+        engine.remember_batch("bot", items).unwrap();
+    };
+    for (tail_max, bounded) in [(100, true), (usize::MAX, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            clock: Arc::new(ManualClock::new(T0)),
+            background: false,
+            index_tail_max: tail_max,
+            index: IndexConfig {
+                graph_min_vectors: 200,
+                ..IndexConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open(dir.path(), config).unwrap();
+        batch(&engine, 0, 300);
+        engine.settle_indexes();
+        assert_eq!(engine.stats("bot").unwrap().index_lag, 0, "no graph built");
+        let mut worst = 0;
+        for round in 0..5 {
+            batch(&engine, 300 + round * 400, 400);
+            worst = worst.max(engine.stats("bot").unwrap().index_lag);
+        }
+        if bounded {
+            assert!(worst <= 100, "tail reached {worst} over a bound of 100");
+        } else {
+            assert!(worst > 1_000, "unbounded tail only reached {worst}");
+        }
+        // Either way, the newest memories are found (or the near-duplicate they merged
+        // into).
+        for i in [2_250, 2_299] {
+            assert!(best(&engine, &vector(i)) > 0.999, "memory {i} not found");
+        }
+        engine.close().unwrap();
+    }
+}

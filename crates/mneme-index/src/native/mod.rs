@@ -429,10 +429,11 @@ impl NativeGraph {
             for t in 0..threads {
                 let ids = &ids;
                 scope.spawn(move || {
-                    let mut s = Searcher::default();
+                    let mut s = self.take_searcher();
                     for &id in ids.iter().skip(t).step_by(threads) {
                         self.link(id, &mut s);
                     }
+                    self.return_searcher(s);
                 });
             }
         });
