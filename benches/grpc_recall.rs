@@ -88,6 +88,7 @@ async fn run(embedder: &str, memories: &[String], queries: &[String]) {
         client
             .remember_batch(pb::RememberBatchRequest {
                 agent_id: "bench".into(),
+                request_id: String::new(),
                 items,
             })
             .await

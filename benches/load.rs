@@ -180,9 +180,13 @@ async fn client_loop(
                         }
                     })
                     .collect();
-                c.remember_batch(pb::RememberBatchRequest { agent_id, items })
-                    .await
-                    .unwrap();
+                c.remember_batch(pb::RememberBatchRequest {
+                    agent_id,
+                    items,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
                 "RememberBatch(100)"
             }
         };
@@ -280,6 +284,7 @@ async fn main() {
                 .remember_batch(pb::RememberBatchRequest {
                     agent_id: agent_name(agents, a),
                     items,
+                    request_id: String::new(),
                 })
                 .await
                 .unwrap();

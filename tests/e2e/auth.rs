@@ -61,6 +61,7 @@ async fn call(
                 key,
                 pb::RememberBatchRequest {
                     agent_id,
+                    request_id: String::new(),
                     items: vec![pb::RememberRequest {
                         content: "y".into(),
                         ..Default::default()

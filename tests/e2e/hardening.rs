@@ -38,6 +38,7 @@ async fn agent_ids_never_become_paths() {
             client
                 .remember_batch(pb::RememberBatchRequest {
                     agent_id: "big".into(),
+                    request_id: String::new(),
                     items,
                 })
                 .await
@@ -128,6 +129,7 @@ async fn unread_export_streams_neither_stall_the_server_nor_starve_others() {
             .collect();
         c.remember_batch(pb::RememberBatchRequest {
             agent_id: "hoarder".into(),
+            request_id: String::new(),
             items,
         })
         .await

@@ -21,6 +21,7 @@ async fn every_rpc_works_end_to_end() {
     let batch = c
         .remember_batch(pb::RememberBatchRequest {
             agent_id: "bot".into(),
+            request_id: String::new(),
             items: vec![
                 remember("", "User is on the Pro plan"),
                 pb::RememberRequest {

@@ -240,6 +240,8 @@ pub(crate) struct Capture {
     pub(crate) next_key: u64,
     /// Keys live at `lsn`.
     pub(crate) keys: Vec<u64>,
+    /// Request ids as of `lsn`, oldest first.
+    pub(crate) requests: Vec<(String, Vec<String>)>,
     /// Versions as of `lsn` of memories changed since.
     pub(crate) saved: HashMap<u64, (MemoryState, Vec<f32>)>,
     pub(crate) aborted: bool,
@@ -270,6 +272,42 @@ pub(crate) struct AgentState {
     /// The first entry applied since this agent's last snapshot (`None`: clean).
     pub(crate) dirty_since: Option<u64>,
     pub(crate) capture: Option<Arc<Mutex<Capture>>>,
+    /// Recent client request ids and the memory ids their remember returned.
+    pub(crate) requests: RequestIds,
+}
+
+/// The last [`crate::limits::REQUEST_IDS_PER_AGENT_MAX`] request ids of an agent (kept
+/// across clear-all, in its snapshots, and identical on every replica).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RequestIds {
+    order: std::collections::VecDeque<String>,
+    ids: HashMap<String, Vec<String>>,
+}
+
+impl RequestIds {
+    pub(crate) fn get(&self, request_id: &str) -> Option<&Vec<String>> {
+        self.ids.get(request_id)
+    }
+
+    /// Records a new request id, forgetting the oldest beyond the limit.
+    pub(crate) fn insert(&mut self, request_id: String, memory_ids: Vec<String>) {
+        if self.ids.insert(request_id.clone(), memory_ids).is_none() {
+            self.order.push_back(request_id);
+        }
+        while self.order.len() > crate::limits::REQUEST_IDS_PER_AGENT_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    /// Oldest first.
+    pub(crate) fn to_vec(&self) -> Vec<(String, Vec<String>)> {
+        self.order
+            .iter()
+            .filter_map(|r| self.ids.get(r).map(|ids| (r.clone(), ids.clone())))
+            .collect()
+    }
 }
 
 impl AgentState {
@@ -290,6 +328,7 @@ impl AgentState {
             applied_lsn: 0,
             dirty_since: None,
             capture: None,
+            requests: RequestIds::default(),
         }
     }
 

@@ -43,7 +43,7 @@ pub enum Outcome {
 /// The configuration an entry creates its agent with, if it can create one.
 fn creates(mutation: &Mutation) -> Option<&AgentConfigRecord> {
     match mutation {
-        Mutation::Remember(r) => Some(&r.create),
+        Mutation::Remember(r) | Mutation::RememberOnce { remember: r, .. } => Some(&r.create),
         Mutation::Import(i) => Some(&i.create),
         Mutation::Configure(c) => Some(&c.config),
         Mutation::Update(_)
@@ -149,6 +149,10 @@ impl Cx<'_> {
     fn apply(&mut self, mutation: &Mutation) -> Outcome {
         match mutation {
             Mutation::Remember(r) => self.remember(r),
+            Mutation::RememberOnce {
+                request_id,
+                remember,
+            } => self.remember_once(request_id, remember),
             Mutation::Update(u) => self.update(u),
             Mutation::Forget { ids } => {
                 let keys: Vec<u64> = ids.iter().filter_map(|id| self.state.key_of(id)).collect();
@@ -279,6 +283,30 @@ impl Cx<'_> {
             }
         }
         Outcome::Remembered(out)
+    }
+
+    /// A remember under a request id: the first time it is applied as usual and the ids it
+    /// returned are kept; afterwards it returns those memories (as they are now, marked
+    /// duplicates) and changes nothing.
+    fn remember_once(&mut self, request_id: &str, r: &Remember) -> Outcome {
+        if let Some(ids) = self.state.requests.get(request_id) {
+            let out = ids
+                .iter()
+                .filter_map(|id| self.state.key_of(id))
+                .filter_map(|key| self.state.memories.get(&key))
+                .map(|m| Remembered {
+                    memory: m.to_memory(&self.agent.id, None),
+                    deduplicated: true,
+                })
+                .collect();
+            return Outcome::Remembered(out);
+        }
+        let outcome = self.remember(r);
+        if let Outcome::Remembered(out) = &outcome {
+            let ids = out.iter().map(|r| r.memory.id.clone()).collect();
+            self.state.requests.insert(request_id.to_owned(), ids);
+        }
+        outcome
     }
 
     /// The earliest (lowest-key) existing memory in the same session and of the same type,

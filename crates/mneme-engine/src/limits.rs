@@ -47,6 +47,10 @@ pub const MEMORIES_PER_AGENT_MAX: usize = 1 << 31;
 pub const MEMORY_ID_BYTES: usize = 26;
 /// Most bytes of a client value echoed back in an error message.
 pub const ECHO_BYTES_MAX: usize = 64;
+/// A client request id (Remember's `request_id`).
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Request ids an agent remembers (a retry with an older one stores again).
+pub const REQUEST_IDS_PER_AGENT_MAX: usize = 10_000;
 
 const _: () = assert!(TOP_K_DEFAULT <= TOP_K_MAX);
 const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
@@ -57,6 +61,24 @@ fn too_long(field: &str, actual: usize, limit: usize) -> Error {
         field,
         format!("is {actual} bytes, the limit is {limit} bytes"),
     )
+}
+
+/// A request id: empty (none) or at most [`REQUEST_ID_BYTES_MAX`] bytes of printable ASCII.
+pub fn check_request_id(request_id: &str) -> Result<()> {
+    if request_id.len() > REQUEST_ID_BYTES_MAX {
+        return Err(too_long(
+            "request_id",
+            request_id.len(),
+            REQUEST_ID_BYTES_MAX,
+        ));
+    }
+    if request_id.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(Error::invalid(
+            "request_id",
+            "must be printable ASCII without spaces",
+        ));
+    }
+    Ok(())
 }
 
 /// Agent ids: 1..=128 bytes of `[A-Za-z0-9._:@-]` (they are part of storage keys).

@@ -19,7 +19,10 @@ use bincode::{Decode, Encode};
 use crate::codec::{AccessRecord, AgentConfigRecord, MemoryRecord};
 
 /// Version of the entry encoding; bump on any change to the types below.
-pub const ENTRY_FORMAT_VERSION: u8 = 1;
+pub const ENTRY_FORMAT_VERSION: u8 = 2;
+
+/// The oldest entry encoding this build still reads: version 2 only added variants.
+pub const ENTRY_FORMAT_VERSION_MIN: u8 = 1;
 
 /// One logged change to one agent.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -74,6 +77,14 @@ pub enum Mutation {
     Configure(Configure),
     /// Store exported memories with their ids, times and counters.
     Import(Import),
+    /// [`Mutation::Remember`] under a client request id: applied once per id; a retry
+    /// (the same id again) returns the memories the first one stored, marked duplicates.
+    RememberOnce {
+        /// The client's request id (≤ [`crate::limits::REQUEST_ID_BYTES_MAX`] bytes).
+        request_id: String,
+        /// The memories.
+        remember: Remember,
+    },
 }
 
 /// A batch of new memories.
@@ -177,9 +188,9 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
 /// [`Entry::validate`]); any malformation is a description, never a panic.
 pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
     let (&version, body) = bytes.split_first().ok_or("empty entry")?;
-    if version != ENTRY_FORMAT_VERSION {
+    if !(ENTRY_FORMAT_VERSION_MIN..=ENTRY_FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "entry format version {version}; this build reads {ENTRY_FORMAT_VERSION}"
+            "entry format version {version}; this build reads {ENTRY_FORMAT_VERSION_MIN} to {ENTRY_FORMAT_VERSION}"
         ));
     }
     let entry = match bincode::decode_from_slice::<Entry, _>(body, config()) {
@@ -239,7 +250,7 @@ impl Mutation {
     /// into the graph afterwards, so that the exact tail stays small).
     pub fn new_vectors(&self) -> usize {
         match self {
-            Mutation::Remember(r) => r.items.len(),
+            Mutation::Remember(r) | Mutation::RememberOnce { remember: r, .. } => r.items.len(),
             Mutation::Import(i) => i.memories.len(),
             Mutation::Update(u) => usize::from(u.content.is_some()),
             _ => 0,
@@ -254,8 +265,13 @@ impl Entry {
     /// A logged entry that fails this is corruption (or a bug), never something to apply.
     pub fn validate(&self) -> Result<(), String> {
         crate::limits::check_agent_id(&self.agent).map_err(|e| e.to_string())?;
+        if let Mutation::RememberOnce { request_id, .. } = &self.mutation
+            && (request_id.is_empty() || request_id.len() > crate::limits::REQUEST_ID_BYTES_MAX)
+        {
+            return Err(format!("request id of {} bytes", request_id.len()));
+        }
         match &self.mutation {
-            Mutation::Remember(r) => {
+            Mutation::Remember(r) | Mutation::RememberOnce { remember: r, .. } => {
                 check_config("create", &r.create)?;
                 if r.create.embedder != r.space.embedder || r.create.dim != r.space.dim {
                     return Err("remember: the configuration and the space differ".into());

@@ -32,7 +32,9 @@ use crate::error::{Error, Result};
 const MAGIC: [u8; 8] = *b"MNMAGNT\x01";
 const TRAILER_MAGIC: [u8; 8] = *b"MNMAGEND";
 /// Version of the agent snapshot layout.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The oldest layout this build reads (version 1 has no request ids).
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_BYTES: usize = 64;
 const BLOCK_HEADER_BYTES: usize = 16;
 /// Memories per block.
@@ -52,6 +54,15 @@ pub(crate) fn agent_of_tag(tag: &[u8]) -> Option<&str> {
 
 #[derive(Debug, bincode::Encode, bincode::Decode)]
 struct Meta {
+    agent: String,
+    config: AgentConfigRecord,
+    /// Recent request ids, oldest first, with the memory ids each returned.
+    requests: Vec<(String, Vec<String>)>,
+}
+
+/// [`Meta`] of version 1 snapshots.
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+struct MetaV1 {
     agent: String,
     config: AgentConfigRecord,
 }
@@ -77,6 +88,7 @@ pub(crate) fn begin(agent: &Agent) -> Option<Taking> {
         config: state.config.clone(),
         next_key: state.next_key,
         keys: state.memories.keys().copied().collect(),
+        requests: state.requests.to_vec(),
         saved: Default::default(),
         aborted: false,
     }));
@@ -104,9 +116,15 @@ pub(crate) fn end(agent: &Agent, taking: &Taking, installed: bool) {
 /// Writes the captured state of `agent`; `Ok(None)` when the capture was aborted (the
 /// agent was cleared or re-embedded meanwhile: it stays dirty and is taken next time).
 pub(crate) fn write(store: &Store, agent: &Agent, taking: &Taking) -> Result<Option<SnapshotRef>> {
-    let (lsn, config, next_key, mut keys) = {
+    let (lsn, config, next_key, mut keys, requests) = {
         let c = taking.capture.lock();
-        (c.lsn, c.config.clone(), c.next_key, c.keys.clone())
+        (
+            c.lsn,
+            c.config.clone(),
+            c.next_key,
+            c.keys.clone(),
+            c.requests.clone(),
+        )
     };
     // In key order (creation order, mostly id order too): loading then builds its maps
     // from nearly sorted input and touches memory in order.
@@ -117,6 +135,7 @@ pub(crate) fn write(store: &Store, agent: &Agent, taking: &Taking) -> Result<Opt
         &Meta {
             agent: agent.id.clone(),
             config: config.to_record(),
+            requests,
         },
         &mut meta,
     );
@@ -263,11 +282,11 @@ pub(crate) fn load(
         return Err((60, "header checksum mismatch".into()));
     }
     let version = u32_at(header, 8);
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return Err((
             8,
             format!(
-                "snapshot format version {version}; this build reads {SNAPSHOT_FORMAT_VERSION}"
+                "snapshot format version {version}; this build reads {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION}"
             ),
         ));
     }
@@ -293,7 +312,19 @@ pub(crate) fn load(
         ));
     }
     let meta_bytes = c.take(meta_len).map_err(|r| at(&c, r))?;
-    let meta: Meta = match codec::decode_prefix::<Meta>(meta_bytes) {
+    let decoded = if version == 1 {
+        codec::decode_prefix::<MetaV1>(meta_bytes).map(|(m, used)| {
+            let meta = Meta {
+                agent: m.agent,
+                config: m.config,
+                requests: Vec::new(),
+            };
+            (meta, used)
+        })
+    } else {
+        codec::decode_prefix::<Meta>(meta_bytes)
+    };
+    let meta: Meta = match decoded {
         Ok((meta, used)) if used == meta_len => meta,
         Ok(_) => return Err((HEADER_BYTES as u64, "trailing bytes after the meta".into())),
         Err(e) => return Err((HEADER_BYTES as u64, format!("meta: {e}"))),
@@ -408,6 +439,12 @@ pub(crate) fn load(
         return Err((c.at as u64, "trailing bytes after the trailer".into()));
     }
     state.applied_lsn = lsn;
+    if meta.requests.len() > crate::limits::REQUEST_IDS_PER_AGENT_MAX {
+        return Err((HEADER_BYTES as u64, "too many request ids".into()));
+    }
+    for (request_id, ids) in meta.requests {
+        state.requests.insert(request_id, ids);
+    }
     Ok(Loaded {
         agent: meta.agent,
         state,

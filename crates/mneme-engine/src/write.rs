@@ -80,7 +80,20 @@ fn unexpected(outcome: &Outcome) -> Error {
 impl Engine {
     /// Stores one memory durably (or reinforces a near-identical one).
     pub fn remember(&self, agent_id: &str, input: RememberInput) -> Result<Remembered> {
-        let mut out = self.remember_items(agent_id, vec![input], "")?;
+        self.remember_once(agent_id, input, "")
+    }
+
+    /// [`Engine::remember`] under a client request id (empty: none): a retry with the same
+    /// id (after a timeout, a failover) returns what the first attempt stored, marked
+    /// `deduplicated`, instead of storing again. An agent keeps its last
+    /// [`limits::REQUEST_IDS_PER_AGENT_MAX`] request ids.
+    pub fn remember_once(
+        &self,
+        agent_id: &str,
+        input: RememberInput,
+        request_id: &str,
+    ) -> Result<Remembered> {
+        let mut out = self.remember_items(agent_id, vec![input], "", request_id)?;
         out.pop()
             .ok_or_else(|| Error::invalid("content", "nothing was remembered"))
     }
@@ -91,6 +104,16 @@ impl Engine {
         agent_id: &str,
         items: Vec<RememberInput>,
     ) -> Result<Vec<Remembered>> {
+        self.remember_batch_once(agent_id, items, "")
+    }
+
+    /// [`Engine::remember_batch`] under a client request id (see [`Engine::remember_once`]).
+    pub fn remember_batch_once(
+        &self,
+        agent_id: &str,
+        items: Vec<RememberInput>,
+        request_id: &str,
+    ) -> Result<Vec<Remembered>> {
         if items.is_empty() {
             return Err(Error::invalid("items", "must not be empty"));
         }
@@ -100,7 +123,7 @@ impl Engine {
                 format!("has {} items, the limit is {BATCH_ITEMS_MAX}", items.len()),
             ));
         }
-        self.remember_items(agent_id, items, "items")
+        self.remember_items(agent_id, items, "items", request_id)
     }
 
     fn remember_items(
@@ -108,8 +131,10 @@ impl Engine {
         agent_id: &str,
         items: Vec<RememberInput>,
         list: &str,
+        request_id: &str,
     ) -> Result<Vec<Remembered>> {
         limits::check_agent_id(agent_id)?;
+        limits::check_request_id(request_id)?;
         let prefix = |i: usize| {
             if list.is_empty() {
                 String::new()
@@ -157,6 +182,19 @@ impl Engine {
                 dedup_cosine_min: inner.config.dedup_cosine_min,
                 items: new_items,
             }),
+        };
+        let entry = match entry.mutation {
+            Mutation::Remember(remember) if !request_id.is_empty() => Entry {
+                agent: entry.agent,
+                mutation: Mutation::RememberOnce {
+                    request_id: request_id.to_owned(),
+                    remember,
+                },
+            },
+            mutation => Entry {
+                agent: entry.agent,
+                mutation,
+            },
         };
         match accepted(self.submit(entry)?)? {
             Outcome::Remembered(out) => Ok(out),

@@ -129,6 +129,7 @@ impl Backend {
                     metadata: input.metadata.into_iter().collect(),
                     pinned: input.pinned,
                     importance: input.importance.unwrap_or(0.0),
+                    request_id: String::new(),
                 })?;
                 let r = client
                     .clone()

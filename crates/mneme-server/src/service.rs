@@ -131,9 +131,10 @@ impl MemoryService for MemoryApi {
             let permit = s.admit(&request, |r| &r.agent_id)?;
             let r = request.into_inner();
             let agent = r.agent_id.clone();
+            let request_id = r.request_id.clone();
             let input = convert::remember_input(r)?;
             let out = s
-                .blocking(permit, move |e| e.remember(&agent, input))
+                .blocking(permit, move |e| e.remember_once(&agent, input, &request_id))
                 .await?;
             Ok(Response::new(convert::remembered(out)))
         })
@@ -155,11 +156,19 @@ impl MemoryService for MemoryApi {
                         "items[{i}].agent_id: must be empty or equal to agent_id"
                     )));
                 }
+                if !item.request_id.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "items[{i}].request_id: must be empty (set the batch's request_id)"
+                    )));
+                }
                 items.push(convert::remember_input(item)?);
             }
             let agent = r.agent_id;
+            let request_id = r.request_id;
             let out = s
-                .blocking(permit, move |e| e.remember_batch(&agent, items))
+                .blocking(permit, move |e| {
+                    e.remember_batch_once(&agent, items, &request_id)
+                })
                 .await?;
             Ok(Response::new(pb::RememberBatchResponse {
                 results: out.into_iter().map(convert::remembered).collect(),

@@ -281,6 +281,7 @@ struct MAgent {
     config: AgentConfigRecord,
     next_key: u64,
     mem: BTreeMap<String, MMem>,
+    requests: std::collections::BTreeSet<String>,
 }
 
 fn norm_text(s: &str) -> String {
@@ -319,6 +320,31 @@ pub struct Model {
 
 impl Model {
     pub fn apply(&mut self, e: &Entry) {
+        if let Mutation::RememberOnce {
+            request_id,
+            remember,
+        } = &e.mutation
+        {
+            // Applied once per request id (recorded when it was accepted into its space).
+            let seen = self
+                .agents
+                .get(&e.agent)
+                .is_some_and(|a| a.requests.contains(request_id));
+            if seen {
+                return;
+            }
+            self.apply(&Entry {
+                agent: e.agent.clone(),
+                mutation: Mutation::Remember(remember.clone()),
+            });
+            if let Some(a) = self.agents.get_mut(&e.agent)
+                && a.config.embedder == remember.space.embedder
+                && a.config.dim == remember.space.dim
+            {
+                a.requests.insert(request_id.clone());
+            }
+            return;
+        }
         let create = match &e.mutation {
             Mutation::Remember(r) => Some(&r.create),
             Mutation::Import(i) => Some(&i.create),
@@ -333,6 +359,7 @@ impl Model {
                     config: config.clone(),
                     next_key: 0,
                     mem: BTreeMap::new(),
+                    requests: Default::default(),
                 },
             );
         }
@@ -433,6 +460,7 @@ impl Model {
                 a.mem.retain(|_, m| m.record.session_id != *session_id);
             }
             Mutation::ClearAll => a.mem.clear(),
+            Mutation::RememberOnce { .. } => unreachable!("applied above"),
             Mutation::Touch { at_ms, hits } => {
                 for (id, n) in hits {
                     if let Some(m) = a.mem.get_mut(id) {

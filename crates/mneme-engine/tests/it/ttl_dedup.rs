@@ -114,3 +114,63 @@ fn a_near_identical_memory_in_the_same_session_and_type_is_reinforced() {
         1
     );
 }
+
+#[test]
+fn a_retried_request_id_stores_once_across_checkpoints_reopens_and_clear_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(dir.path(), &clock);
+    let first = engine
+        .remember_once("bot", text("The deploy runs at noon"), "req-1")
+        .unwrap();
+    assert!(!first.deduplicated);
+    // A retry, even with different content, returns what the first attempt stored.
+    let retry = engine
+        .remember_once("bot", text("something else entirely"), "req-1")
+        .unwrap();
+    assert!(retry.deduplicated);
+    assert_eq!(retry.memory.id, first.memory.id);
+    assert_eq!(engine.stats("bot").unwrap().total_memories, 1);
+    // Batches too; another id stores again.
+    let batch = engine
+        .remember_batch_once("bot", vec![text("a"), text("b")], "req-2")
+        .unwrap();
+    let batch_retry = engine
+        .remember_batch_once("bot", vec![text("a"), text("b")], "req-2")
+        .unwrap();
+    assert_eq!(
+        batch.iter().map(|r| &r.memory.id).collect::<Vec<_>>(),
+        batch_retry.iter().map(|r| &r.memory.id).collect::<Vec<_>>()
+    );
+    assert!(batch_retry.iter().all(|r| r.deduplicated));
+    assert_eq!(engine.stats("bot").unwrap().total_memories, 3);
+    // The ids survive a checkpoint (they are in the agent's snapshot) and a reopen.
+    engine.checkpoint().unwrap();
+    engine.close().unwrap();
+    let engine = open(dir.path(), &clock);
+    let after = engine
+        .remember_once("bot", text("The deploy runs at noon"), "req-1")
+        .unwrap();
+    assert!(after.deduplicated);
+    assert_eq!(after.memory.id, first.memory.id);
+    assert_eq!(engine.stats("bot").unwrap().total_memories, 3);
+    // Bad ids are refused, naming the field.
+    let err = engine
+        .remember_once("bot", text("x"), &"r".repeat(129))
+        .unwrap_err();
+    assert!(err.to_string().contains("request_id"), "{err}");
+    let err = engine
+        .remember_once("bot", text("x"), "has space")
+        .unwrap_err();
+    assert!(err.to_string().contains("request_id"), "{err}");
+    // After clear-all the id still names a request already done: nothing is stored.
+    engine.clear_all("bot").unwrap();
+    let cleared = engine
+        .remember_once("bot", text("The deploy runs at noon"), "req-1")
+        .unwrap_err();
+    assert!(
+        cleared.to_string().contains("nothing was remembered"),
+        "{cleared}"
+    );
+    assert_eq!(engine.stats("bot").unwrap().total_memories, 0);
+}
