@@ -1,6 +1,8 @@
 //! `mneme`: run the server (`mneme serve`), talk to one from a terminal (`remember`,
 //! `recall`, `stats`, `export`, `import`), and hash API keys (`keys hash`).
 
+mod cluster;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gRPC server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Store a memory.
     Remember(RememberArgs),
     /// Recall the most relevant memories.
@@ -37,6 +39,11 @@ enum Command {
     /// over stdio or streamable HTTP.
     #[cfg(feature = "mcp")]
     Mcp(McpArgs),
+    /// Cluster administration: init, status, add-node, remove-node.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// API key helpers.
     Keys {
         #[command(subcommand)]
@@ -199,6 +206,8 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "MNEME_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 /// `--index-tail-max`: a count of vectors, or `unbounded` (`usize::MAX`).
@@ -348,7 +357,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             abort_on_panic();
-            runtime.block_on(serve(args))
+            runtime.block_on(serve(*args))
         }
         Command::Keys {
             command: KeysCommand::Hash { key },
@@ -361,6 +370,7 @@ fn main() -> Result<()> {
         Command::Stats(args) => runtime.block_on(stats(args)),
         Command::Export(args) => runtime.block_on(export(args)),
         Command::Import(args) => runtime.block_on(import(args)),
+        Command::Cluster { command } => runtime.block_on(cluster::run(command)),
         #[cfg(feature = "mcp")]
         Command::Mcp(args) => runtime.block_on(mcp(args)),
     }
@@ -582,20 +592,46 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("fault injection: applying a memory with this content panics");
         config.fault_panic_on_content = Some(marker);
     }
+    let clustered = args.cluster.config(&data_dir, listen)?;
+    config.replicated = clustered.is_some();
     let default_embedder = config.embedders.default_embedder().id().to_owned();
     let dir = data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, config))
         .await?
         .with_context(|| format!("opening {}", data_dir.display()))?;
     tracing::info!(data_dir = %data_dir.display(), embedder = default_embedder, ?durability, "engine open");
-    mneme_server::run(engine, server, shutdown_signal(), |bound| {
+    let on_ready = |bound: mneme_server::Bound| {
         println!("mneme listening on {}", bound.grpc);
         if let Some(m) = bound.metrics {
             println!("mneme metrics on http://{m}/metrics");
         }
         tracing::info!(grpc = %bound.grpc, "serving");
-    })
+    };
+    let Some(cluster_config) = clustered else {
+        mneme_server::run(engine, server, shutdown_signal(), on_ready).await?;
+        tracing::info!("shut down cleanly");
+        return Ok(());
+    };
+    let engine = Arc::new(engine);
+    let (node, extras) = cluster::start(cluster_config, Arc::clone(&engine)).await?;
+    println!("mneme cluster node {} on {}", node.id(), node.addr().raft);
+    mneme_server::run_with(
+        Arc::clone(&engine),
+        server,
+        extras,
+        shutdown_signal(),
+        on_ready,
+    )
     .await?;
+    // Stop raft (it holds the engine), then close the engine: the next start replays less.
+    if let Err(err) = node.raft().shutdown().await {
+        tracing::warn!(%err, "stopping raft");
+    }
+    drop(node);
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => tokio::task::spawn_blocking(move || engine.close()).await??,
+        Err(_) => tracing::warn!("the engine is still shared; its state is in the raft log"),
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -118,7 +118,9 @@ fn key_entry(name: &str, key: &str, scope: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_export_streams_neither_stall_the_server_nor_starve_others() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--stream-idle-timeout-ms", "1500"]);
+    // Long enough that no stalled stream times out (and frees its permit) while the loop
+    // below opens 600 of them on a slow, busy machine.
+    let server = Server::start(dir.path(), &["--stream-idle-timeout-ms", "8000"]);
     let mut c = server.client().await;
     for chunk in 0..4 {
         let items = (0..500)
@@ -185,7 +187,7 @@ async fn unread_export_streams_neither_stall_the_server_nor_starve_others() {
     assert_eq!(answer.into_inner().memories.len(), 1);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // After the idle timeout the stalled streams are gone, and so are their permits.
-    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(9_000)).await;
     let mut fresh = server.admin().await;
     let mut stream = fresh
         .export(pb::ExportRequest {

@@ -5,6 +5,7 @@
 
 mod auth;
 mod bad_input;
+mod cluster;
 mod crash;
 mod hardening;
 mod harness;

@@ -59,6 +59,11 @@ pub struct EngineConfig {
     /// at the graph's insert rate and searches right after them stay fast; `usize::MAX`
     /// acknowledges at log speed and leaves linking to the background worker.
     pub index_tail_max: usize,
+    /// Replicated mode (see [`crate::replicate`]): writes go to the attached
+    /// [`crate::Replicator`] instead of this engine's log, which stays empty; state is the
+    /// agent snapshots plus what the cluster re-applies. The worker neither checkpoints
+    /// (the cluster does, when it snapshots) nor sweeps expiries unless this node leads.
+    pub replicated: bool,
     /// Test-only: applying a memory with exactly this content panics.
     #[cfg(feature = "fault-injection")]
     pub fault_panic_on_content: Option<String>,
@@ -90,6 +95,7 @@ impl Default for EngineConfig {
             ttl_sweep_interval: Duration::from_secs(10),
             checkpoint_wal_bytes: 64 * 1024 * 1024,
             index_tail_max: INDEX_TAIL_MAX_DEFAULT,
+            replicated: false,
             #[cfg(feature = "fault-injection")]
             fault_panic_on_content: None,
         }
@@ -113,8 +119,10 @@ pub(crate) struct Inner {
     pub(crate) touches: Mutex<Vec<Touch>>,
     /// Every entry at or below this LSN has been applied.
     pub(crate) applied_lsn: AtomicU64,
-    /// One checkpoint at a time.
-    checkpointing: Mutex<()>,
+    /// One checkpoint (or snapshot install) at a time.
+    pub(crate) checkpointing: Mutex<()>,
+    /// The consensus log of a replicated engine.
+    pub(crate) replicator: std::sync::OnceLock<Arc<dyn crate::replicate::Replicator>>,
     closed: AtomicBool,
     wake: Mutex<()>,
     wake_cv: Condvar,
@@ -187,6 +195,7 @@ impl Engine {
             touches: Mutex::new(Vec::new()),
             applied_lsn: AtomicU64::new(applied),
             checkpointing: Mutex::new(()),
+            replicator: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
             wake: Mutex::new(()),
             wake_cv: Condvar::new(),
@@ -199,6 +208,13 @@ impl Engine {
             bytes += e.payload.len() as u64;
             Ok(())
         })?;
+        if inner.config.replicated && entries > 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "{} holds {entries} single-node log entries: a replicated node starts from an empty \
+                 data directory (move a single node's data into a cluster with export and import)",
+                inner.store.dir().display()
+            )));
+        }
         let replayed = started.elapsed() - loaded;
         if let Some(root) = &inner.graphs_dir {
             crate::graphs::remove_strays(root);
@@ -360,10 +376,18 @@ impl Inner {
         let payload = crate::mutation::encode(&entry);
         let new_vectors = entry.mutation.new_vectors();
         let agent_id = (new_vectors > 0).then(|| entry.agent.clone());
-        let inner = Arc::clone(self);
-        let (_, outcome) = self
-            .store
-            .commit(payload, move |lsn| inner.apply(lsn, &entry))?;
+        let outcome = if self.config.replicated {
+            let replicator = self
+                .replicator
+                .get()
+                .ok_or_else(|| Error::Unavailable("the cluster is starting".into()))?;
+            replicator.propose(payload)?
+        } else {
+            let inner = Arc::clone(self);
+            self.store
+                .commit(payload, move |lsn| inner.apply(lsn, &entry))?
+                .1
+        };
         // The writer links (about) what it added into the agent's graph, outside every
         // lock a reader needs, so that searches do not scan a growing exact tail: up to
         // `WRITER_ABSORB_MAX`, or, when the tail is over its bound, the excess (at most
@@ -598,10 +622,15 @@ fn background(inner: &Arc<Inner>) {
         }
         inner.save_graphs(false);
         if last_sweep.elapsed() >= inner.config.ttl_sweep_interval {
-            let _ = inner.sweep_expired();
+            let sweeps =
+                !inner.config.replicated || inner.replicator.get().is_some_and(|r| r.leads());
+            if sweeps {
+                let _ = inner.sweep_expired();
+            }
             last_sweep = Instant::now();
         }
-        if inner.store.poisoned().is_none()
+        if !inner.config.replicated
+            && inner.store.poisoned().is_none()
             && inner.checkpoint_due()
             && let Err(err) = inner.checkpoint()
         {

@@ -35,6 +35,10 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The service cannot take the call now (a cluster without a leader, a node catching
+    /// up); retrying later may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Reading or writing an export stream failed.
     #[error("export/import I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -27,6 +27,7 @@ pub mod limits;
 mod model;
 pub mod mutation;
 mod read;
+pub mod replicate;
 mod snapshot;
 mod transfer;
 mod write;
@@ -46,6 +47,7 @@ pub use mneme_scoring::{Calibration, ScoringParams, TypeParams};
 pub use mneme_storage::{Durability, Error as StorageError, Options as StorageOptions, StoreStats};
 pub use model::*;
 pub use read::estimate_tokens;
+pub use replicate::{AgentFile, ReadConsistency, Replicator};
 pub use transfer::{
     EXPORT_FORMAT_VERSION, EXPORT_LINE_BYTES_MAX, EXPORT_PAGE_MEMORIES, ExportCursor, ExportHeader,
     ExportedMemory, IMPORT_BATCH, Importer,

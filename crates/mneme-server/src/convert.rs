@@ -32,6 +32,7 @@ pub fn status(err: engine::Error) -> Status {
             Status::data_loss(format!("corrupt record {key}: {reason}"))
         }
         engine::Error::Io(e) => Status::internal(format!("I/O: {e}")),
+        engine::Error::Unavailable(msg) => Status::unavailable(msg),
     }
 }
 

@@ -175,9 +175,78 @@ fn out_of_range_is_resource_exhausted(
 
 /// Serves until `shutdown` resolves, then: health `NOT_SERVING`, stop accepting, drain
 /// in-flight calls (up to [`SHUTDOWN_DRAIN_MAX`]), flush, checkpoint and fsync the engine.
+/// Prometheus text a host adds to `/metrics` (a cluster's status).
+#[derive(Clone)]
+pub struct ExtraMetrics(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
+}
+
+/// Checks admin keys and takes permits for services a host adds to the client port (the
+/// cluster's admin service), with the server's own key table (reloaded on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct AdminGate {
+    auth: Arc<RwLock<Arc<Auth>>>,
+    admission: Arc<admission::Admission>,
+}
+
+impl AdminGate {
+    /// Authenticates `metadata` as an admin key and takes a permit for the call.
+    pub fn admit(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<admission::Permit, tonic::Status> {
+        let auth = Arc::clone(&self.auth.read());
+        let principal = auth.authenticate(metadata)?;
+        auth.require_admin(&principal)?;
+        self.admission
+            .admit(&service::tenant(&auth, &principal, ""))
+    }
+}
+
+/// What a host (the `mneme` binary, clustered) adds to the server.
+#[derive(Default)]
+pub struct Extras {
+    /// More gRPC services on the client port, given the admin gate.
+    pub routes: Option<Box<dyn FnOnce(AdminGate) -> tonic::service::Routes + Send>>,
+    /// More `/metrics` series.
+    pub metrics: Option<ExtraMetrics>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("routes", &self.routes.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
 pub async fn run(
     engine: Engine,
     config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(Bound),
+) -> Result<(), ServerError> {
+    run_with(
+        Arc::new(engine),
+        config,
+        Extras::default(),
+        shutdown,
+        on_ready,
+    )
+    .await
+}
+
+/// [`run`] over a shared engine, with a host's [`Extras`]. On the way out the engine is
+/// closed if this holds the last reference, flushed otherwise.
+pub async fn run_with(
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    extras: Extras,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Bound),
 ) -> Result<(), ServerError> {
@@ -191,7 +260,6 @@ pub async fn run(
             "API keys will travel in plaintext: serve TLS (--tls-cert/--tls-key) on a non-loopback address"
         );
     }
-    let engine = Arc::new(engine);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Io {
@@ -202,7 +270,9 @@ pub async fn run(
         what: "reading the bound address".into(),
         source,
     })?;
-    let metrics = Arc::new(Metrics::default());
+    let mut metrics = Metrics::default();
+    metrics.extra = extras.metrics;
+    let metrics = Arc::new(metrics);
     let auth = Arc::new(RwLock::new(Arc::new(config.auth.clone())));
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
@@ -230,6 +300,10 @@ pub async fn run(
         config.concurrency.max(1),
         CONCURRENT_REQUESTS_PER_TENANT_MAX.min(config.concurrency.max(1)),
     );
+    let gate = AdminGate {
+        auth: Arc::clone(&auth),
+        admission: Arc::clone(&admission),
+    };
     let shared = service::Shared {
         engine: Arc::clone(&engine),
         auth,
@@ -280,6 +354,11 @@ pub async fn run(
         .layer(tower::util::MapResponseLayer::new(
             out_of_range_is_resource_exhausted,
         ))
+        .add_routes(
+            extras
+                .routes
+                .map_or_else(tonic::service::Routes::default, |routes| routes(gate)),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -38,6 +38,8 @@ struct RpcStats {
 #[derive(Debug, Default)]
 pub struct Metrics {
     rpcs: Mutex<BTreeMap<&'static str, RpcStats>>,
+    /// More series (a cluster's), rendered after ours.
+    pub(crate) extra: Option<crate::ExtraMetrics>,
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -82,6 +84,9 @@ impl Metrics {
     /// The Prometheus text exposition; per-agent series only when `per_agent`.
     pub fn render(&self, engine: &Engine, per_agent: bool) -> String {
         let mut out = String::new();
+        if let Some(extra) = &self.extra {
+            out.push_str(&(extra.0)());
+        }
         let rpcs = self.rpcs.lock().clone();
         out.push_str("# HELP mneme_rpc_requests_total gRPC calls by method and status code.\n# TYPE mneme_rpc_requests_total counter\n");
         for (rpc, s) in &rpcs {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mneme_engine::Engine;
+use mneme_engine::{Engine, ReadConsistency};
 use parking_lot::RwLock;
 use tonic::{Request, Response, Status};
 
@@ -87,6 +87,25 @@ impl Shared {
         let principal = auth.authenticate(request.metadata())?;
         auth.require_admin(&principal)?;
         self.admission.admit(&tenant(&auth, &principal, ""))
+    }
+}
+
+/// The request header choosing read consistency in a cluster: `linearizable` (the
+/// default) or `stale` (a follower read: this node's state, if it heard from the leader
+/// within the cluster's staleness bound). Single nodes ignore it.
+pub const CONSISTENCY_HEADER: &str = "x-mneme-consistency";
+
+/// The read consistency a request asks for.
+pub(crate) fn consistency<T>(request: &Request<T>) -> Result<ReadConsistency, Status> {
+    match request.metadata().get(CONSISTENCY_HEADER) {
+        None => Ok(ReadConsistency::Linearizable),
+        Some(v) => match v.to_str() {
+            Ok("linearizable") => Ok(ReadConsistency::Linearizable),
+            Ok("stale") => Ok(ReadConsistency::Stale),
+            _ => Err(Status::invalid_argument(format!(
+                "{CONSISTENCY_HEADER}: must be \"linearizable\" or \"stale\""
+            ))),
+        },
     }
 }
 
@@ -184,11 +203,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Recall", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            let read = consistency(&request)?;
             let r = request.into_inner();
             let agent = r.agent_id;
             let query = convert::recall_query(recall_fields!(r))?;
             let out = s
-                .blocking(permit, move |e| e.recall(&agent, &query))
+                .blocking(permit, move |e| {
+                    e.read_barrier(read)?;
+                    e.recall(&agent, &query)
+                })
                 .await?;
             Ok(Response::new(pb::RecallResponse {
                 memories: out.into_iter().map(convert::recalled).collect(),
@@ -204,12 +227,14 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("InjectContext", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            let read = consistency(&request)?;
             let r = request.into_inner();
             let agent = r.agent_id;
             let max_tokens = u64::from(r.max_tokens);
             let query = convert::recall_query(recall_fields!(r))?;
             let out = s
                 .blocking(permit, move |e| {
+                    e.read_barrier(read)?;
                     e.inject_context(&agent, &query, max_tokens)
                 })
                 .await?;
@@ -226,10 +251,14 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Get", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            let read = consistency(&request)?;
             let r = request.into_inner();
             let id = r.id.clone();
             let found = s
-                .blocking(permit, move |e| e.get(&r.agent_id, &r.id, r.include_vector))
+                .blocking(permit, move |e| {
+                    e.read_barrier(read)?;
+                    e.get(&r.agent_id, &r.id, r.include_vector)
+                })
                 .await?;
             found
                 .map(|m| Response::new(convert::memory(m)))
@@ -250,10 +279,16 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("List", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            let read = consistency(&request)?;
             let r = request.into_inner();
             let agent = r.agent_id.clone();
             let query = convert::list_query(r)?;
-            let page = s.blocking(permit, move |e| e.list(&agent, &query)).await?;
+            let page = s
+                .blocking(permit, move |e| {
+                    e.read_barrier(read)?;
+                    e.list(&agent, &query)
+                })
+                .await?;
             Ok(Response::new(pb::ListResponse {
                 memories: page.memories.into_iter().map(convert::memory).collect(),
                 next_page_token: page.next_page_token,
@@ -344,9 +379,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Stats", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            let read = consistency(&request)?;
             let agent = request.into_inner().agent_id;
             let a = agent.clone();
-            let stats = s.blocking(permit, move |e| e.stats(&a)).await?;
+            let stats = s
+                .blocking(permit, move |e| {
+                    e.read_barrier(read)?;
+                    e.stats(&a)
+                })
+                .await?;
             Ok(Response::new(convert::stats(agent, stats)))
         })
         .await

@@ -360,6 +360,37 @@ impl Store {
         Ok(())
     }
 
+    /// Like [`Store::install`], but `snapshots` become the *only* live ones: every other
+    /// snapshot is dropped (a replica adopting another's state wholesale).
+    pub fn install_replacing_all(
+        &self,
+        snapshots: Vec<SnapshotRef>,
+        retain_from_lsn: u64,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_poison()?;
+        let mut manifest = inner.manifest.lock();
+        let mut next = manifest.clone();
+        let replaced: Vec<u64> = next.snapshots.iter().map(|s| s.file_id).collect();
+        next.snapshots = snapshots;
+        next.snapshots.sort_by(|a, b| a.tag.cmp(&b.tag));
+        next.snapshots.dedup_by(|a, b| a.tag == b.tag);
+        next.next_file_id = inner.next_file_id.load(Ordering::SeqCst);
+        next.store(inner.vfs.as_ref(), &inner.dir)
+            .map_err(|e| inner.poison(e))?;
+        *manifest = next;
+        drop(manifest);
+        for id in &replaced {
+            inner.remove_file(&snapshot_file_name(*id))?;
+        }
+        inner.retire(retain_from_lsn)?;
+        inner
+            .vfs
+            .sync_dir(&inner.dir)
+            .map_err(|e| inner.poison(Error::io("sync data directory", &inner.dir, e)))?;
+        Ok(())
+    }
+
     /// Makes every acknowledged commit durable now (meaningful with periodic durability).
     pub fn sync(&self) -> Result<()> {
         self.inner.check_poison()?;

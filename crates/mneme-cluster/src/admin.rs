@@ -1,0 +1,234 @@
+//! `mneme.cluster.v1.Cluster`: the admin service on the client port, and cluster metrics.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::node::ClusterNode;
+use crate::pb;
+use crate::{NodeAddr, NodeId};
+
+/// Authorizes an admin call; the returned guard (a permit) is held for the call's life.
+pub type Gate =
+    Arc<dyn Fn(&MetadataMap) -> Result<Box<dyn std::any::Any + Send>, Status> + Send + Sync>;
+
+/// The admin service.
+#[derive(Clone)]
+pub struct ClusterApi {
+    node: Arc<ClusterNode>,
+    gate: Gate,
+}
+
+impl std::fmt::Debug for ClusterApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterApi").finish_non_exhaustive()
+    }
+}
+
+impl ClusterApi {
+    /// The service over `node`, checking every call with `gate`.
+    pub fn new(node: Arc<ClusterNode>, gate: Gate) -> Self {
+        Self { node, gate }
+    }
+
+    /// The service, ready for a tonic router.
+    pub fn into_service(self) -> pb::cluster_server::ClusterServer<Self> {
+        pb::cluster_server::ClusterServer::new(self)
+    }
+}
+
+fn node_info(n: &pb::NodeInfo) -> Result<(NodeId, NodeAddr), Status> {
+    if n.node_id == 0 {
+        return Err(Status::invalid_argument("node_id: must be at least 1"));
+    }
+    for (field, v) in [("raft_addr", &n.raft_addr), ("api_addr", &n.api_addr)] {
+        if v.is_empty()
+            || v.len() > 256
+            || v.parse::<std::net::SocketAddr>().is_err() && !v.contains(':')
+        {
+            return Err(Status::invalid_argument(format!(
+                "{field}: must be host:port (got {})",
+                mneme_engine::limits::echo(v)
+            )));
+        }
+    }
+    Ok((
+        n.node_id,
+        NodeAddr {
+            raft: n.raft_addr.clone(),
+            api: n.api_addr.clone(),
+        },
+    ))
+}
+
+fn failed(e: crate::ClusterError) -> Status {
+    Status::failed_precondition(e.to_string())
+}
+
+/// The cluster as `node` sees it.
+pub fn status(node: &ClusterNode) -> pb::ClusterStatus {
+    let m = node.raft().metrics().borrow().clone();
+    let voters: std::collections::BTreeSet<NodeId> = m.membership_config.voter_ids().collect();
+    let matched = m.replication.clone().unwrap_or_default();
+    let last = m.last_log_index.unwrap_or(0);
+    let leader = m.current_leader.unwrap_or(0);
+    let mut leader_api = String::new();
+    let nodes = m
+        .membership_config
+        .nodes()
+        .map(|(id, addr)| {
+            if *id == leader {
+                leader_api = addr.api.clone();
+            }
+            let matched_index = matched.get(id).copied().flatten().map_or(0, |l| l.index);
+            pb::NodeStatus {
+                node_id: *id,
+                raft_addr: addr.raft.clone(),
+                api_addr: addr.api.clone(),
+                voter: voters.contains(id),
+                matched_index,
+                lag: if matched.contains_key(id) {
+                    last.saturating_sub(matched_index)
+                } else {
+                    0
+                },
+            }
+        })
+        .collect();
+    pb::ClusterStatus {
+        node_id: node.id(),
+        state: format!("{:?}", m.state),
+        leader_id: leader,
+        leader_api_addr: leader_api,
+        term: m.current_term,
+        last_log_index: last,
+        commit_index: m
+            .replication
+            .as_ref()
+            .and_then(|r| {
+                // On the leader: the highest index a majority of voters hold.
+                let mut held: Vec<u64> = voters
+                    .iter()
+                    .map(|v| r.get(v).copied().flatten().map_or(0, |l| l.index))
+                    .collect();
+                held.sort_unstable();
+                held.get((held.len().saturating_sub(1)) / 2).copied()
+            })
+            .unwrap_or_else(|| m.last_applied.map_or(0, |l| l.index)),
+        applied_index: m.last_applied.map_or(0, |l| l.index),
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        nodes,
+    }
+}
+
+/// Prometheus series of the cluster as `node` sees it.
+pub fn metrics(node: &ClusterNode) -> String {
+    let s = status(node);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_is_leader 1 on the leader.\n# TYPE mneme_cluster_is_leader gauge"
+    );
+    let _ = writeln!(
+        out,
+        "mneme_cluster_is_leader {}",
+        u8::from(s.leader_id == s.node_id)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_leader_id The leader's node id (0: unknown).\n# TYPE mneme_cluster_leader_id gauge"
+    );
+    let _ = writeln!(out, "mneme_cluster_leader_id {}", s.leader_id);
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_term The current raft term.\n# TYPE mneme_cluster_term gauge"
+    );
+    let _ = writeln!(out, "mneme_cluster_term {}", s.term);
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_last_log_index Last index in this node's log.\n# TYPE mneme_cluster_last_log_index gauge"
+    );
+    let _ = writeln!(out, "mneme_cluster_last_log_index {}", s.last_log_index);
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_commit_index Committed index (leader: majority match).\n# TYPE mneme_cluster_commit_index gauge"
+    );
+    let _ = writeln!(out, "mneme_cluster_commit_index {}", s.commit_index);
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_applied_index Last index applied to the engine.\n# TYPE mneme_cluster_applied_index gauge"
+    );
+    let _ = writeln!(out, "mneme_cluster_applied_index {}", s.applied_index);
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_snapshot_index Index of the last snapshot.\n# TYPE mneme_cluster_snapshot_index gauge"
+    );
+    let _ = writeln!(out, "mneme_cluster_snapshot_index {}", s.snapshot_index);
+    let _ = writeln!(
+        out,
+        "# HELP mneme_cluster_replication_lag Entries a node is behind the leader (leader only).\n# TYPE mneme_cluster_replication_lag gauge"
+    );
+    for n in &s.nodes {
+        let _ = writeln!(
+            out,
+            "mneme_cluster_replication_lag{{node=\"{}\"}} {}",
+            n.node_id, n.lag
+        );
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterApi {
+    async fn init(
+        &self,
+        request: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let _permit = (self.gate)(request.metadata())?;
+        let nodes = request
+            .into_inner()
+            .nodes
+            .iter()
+            .map(node_info)
+            .collect::<Result<Vec<_>, _>>()?;
+        if nodes.is_empty() {
+            return Err(Status::invalid_argument("nodes: must not be empty"));
+        }
+        self.node.init(nodes).await.map_err(failed)?;
+        Ok(Response::new(status(&self.node)))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let _permit = (self.gate)(request.metadata())?;
+        Ok(Response::new(status(&self.node)))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let _permit = (self.gate)(request.metadata())?;
+        let node = request
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("node: required"))?;
+        let (id, addr) = node_info(&node)?;
+        self.node.add_node(id, addr).await.map_err(failed)?;
+        Ok(Response::new(status(&self.node)))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let _permit = (self.gate)(request.metadata())?;
+        let id = request.into_inner().node_id;
+        self.node.remove_node(id).await.map_err(failed)?;
+        Ok(Response::new(status(&self.node)))
+    }
+}

@@ -1,0 +1,186 @@
+//! Replicated mode: the engine as a state machine under a consensus log it does not own.
+//!
+//! With [`crate::EngineConfig::replicated`], the engine writes nothing to its own log. Every
+//! entry a write builds goes to the [`Replicator`] (the cluster), which orders it in the
+//! replicated log and, once a majority holds it durably, hands it back to every replica's
+//! [`Engine::apply_replicated`] at its log index — the same `apply` as a single node's, so
+//! replicas agree bit for bit. The engine's durable state is its agent snapshots: each
+//! records the index it reflects, and an entry at or below an agent's index is skipped, so
+//! the cluster may re-apply its log from any earlier point after a restart.
+//!
+//! Snapshots move between replicas as agent snapshot files ([`Engine::snapshot_files`] on
+//! the sender, [`Engine::install_agents`] on the receiver).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::agent::Agent;
+use crate::apply::Outcome;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Reflects every write acknowledged before it started (read index on the leader).
+    #[default]
+    Linearizable,
+    /// This node's state, if it heard from the leader recently enough (a follower read,
+    /// for throughput; may miss the latest writes).
+    Stale,
+}
+
+/// The consensus log under a replicated engine (implemented by `mneme-cluster`).
+pub trait Replicator: Send + Sync + std::fmt::Debug {
+    /// Orders `entry` (an encoded [`crate::mutation::Entry`]) in the replicated log and
+    /// returns the outcome of applying it on this node, once a majority has it durably.
+    /// Errors: [`Error::Unavailable`] when there is no leader to take it (retryable).
+    fn propose(&self, entry: Vec<u8>) -> Result<Outcome>;
+
+    /// Waits until this node may serve a read of the given consistency.
+    fn read_barrier(&self, consistency: ReadConsistency) -> Result<()>;
+
+    /// True while this node leads (it alone sweeps expired memories).
+    fn leads(&self) -> bool;
+}
+
+/// One agent's snapshot file, as a replica sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFile {
+    /// The agent.
+    pub agent: String,
+    /// The log index it reflects.
+    pub index: u64,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its length.
+    pub bytes: u64,
+    /// CRC-32 of its bytes.
+    pub crc: u32,
+}
+
+impl Engine {
+    /// Attaches the consensus log (once; replicated engines refuse writes before this).
+    pub fn set_replicator(&self, replicator: Arc<dyn Replicator>) -> Result<()> {
+        if !self.inner.config.replicated {
+            return Err(Error::FailedPrecondition(
+                "this engine is not in replicated mode".into(),
+            ));
+        }
+        self.inner
+            .replicator
+            .set(replicator)
+            .map_err(|_| Error::FailedPrecondition("a replicator is already attached".into()))
+    }
+
+    /// Applies a committed entry of the replicated log at `index`; returns what it did. An
+    /// entry that does not decode (it cannot: proposers validate) changes nothing.
+    pub fn apply_replicated(&self, index: u64, payload: &[u8]) -> Outcome {
+        match crate::mutation::decode(payload) {
+            Ok(entry) => self.inner.apply(index, &entry),
+            Err(reason) => {
+                self.note_applied(index);
+                Outcome::Rejected(format!("undecodable entry: {reason}"))
+            }
+        }
+    }
+
+    /// Records that the log entry at `index` (no mutation: a leader's blank entry, a
+    /// membership change) has been applied.
+    pub fn note_applied(&self, index: u64) {
+        self.inner.applied_lsn.fetch_max(index, Ordering::SeqCst);
+    }
+
+    /// Waits until this node may serve a read of `consistency` (at once on a single node).
+    pub fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
+        if !self.inner.config.replicated {
+            return Ok(());
+        }
+        match self.inner.replicator.get() {
+            Some(r) => r.read_barrier(consistency),
+            None => Err(Error::Unavailable("the cluster is starting".into())),
+        }
+    }
+
+    /// The live agent snapshot files (after a [`Engine::checkpoint`], they reflect every
+    /// entry applied before it began).
+    pub fn snapshot_files(&self) -> Vec<AgentFile> {
+        let store = &self.inner.store;
+        store
+            .snapshots()
+            .into_iter()
+            .filter_map(|s| {
+                let agent = crate::snapshot::agent_of_tag(&s.tag)?.to_owned();
+                Some(AgentFile {
+                    agent,
+                    index: s.lsn,
+                    path: store
+                        .dir()
+                        .join(mneme_storage::snapshot_file_name(s.file_id)),
+                    bytes: s.bytes,
+                    crc: s.crc,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces every agent with the ones in `files` (a leader's snapshot reflecting the
+    /// log up to `index`), durably: the files are checked, copied into this engine's
+    /// store and loaded; agents they do not name are dropped. The caller stops applying
+    /// while this runs.
+    pub fn install_agents(&self, files: &[AgentFile], index: u64) -> Result<()> {
+        let inner = &self.inner;
+        let _one = inner.checkpointing.lock();
+        let mut written = Vec::with_capacity(files.len());
+        let mut loaded: HashMap<String, Arc<Agent>> = HashMap::with_capacity(files.len());
+        for f in files {
+            crate::limits::check_agent_id(&f.agent)?;
+            let bytes = std::fs::read(&f.path)?;
+            let corrupt = |offset: u64, reason: String| {
+                Error::Storage(mneme_storage::Error::Corruption {
+                    path: f.path.clone(),
+                    offset,
+                    reason,
+                })
+            };
+            if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc {
+                return Err(corrupt(
+                    0,
+                    "length or checksum differs from the sender's".into(),
+                ));
+            }
+            let agent = crate::snapshot::load(&bytes, &f.agent, f.index, inner.config.index)
+                .map_err(|(offset, reason)| corrupt(offset, reason))?;
+            let mut out = inner
+                .store
+                .begin_snapshot(&crate::snapshot::tag(&f.agent), f.index)?;
+            out.write_all(&bytes)?;
+            written.push(out.finish()?);
+            let a = Agent::new(&agent.agent, agent.state.config.clone(), inner.config.index);
+            *a.state.write() = agent.state;
+            *a.index.write() = agent.index;
+            a.graph_dirty.store(true, Ordering::Relaxed);
+            loaded.insert(f.agent.clone(), Arc::new(a));
+        }
+        let dropped: Vec<String> = inner
+            .agents
+            .read()
+            .keys()
+            .filter(|id| !loaded.contains_key(*id))
+            .cloned()
+            .collect();
+        if !dropped.is_empty() {
+            tracing::warn!(
+                agents = dropped.len(),
+                "the installed snapshot lacks agents this replica had"
+            );
+        }
+        inner.store.install_replacing_all(written, index + 1)?;
+        *inner.agents.write() = loaded;
+        inner.applied_lsn.store(index, Ordering::SeqCst);
+        Ok(())
+    }
+}
