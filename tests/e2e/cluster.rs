@@ -734,3 +734,124 @@ async fn a_node_that_missed_many_writes_catches_up_from_a_snapshot() {
     );
     cluster.identical("bulk", Duration::from_secs(30)).await;
 }
+
+/// A register (one memory's content) written and read through all three nodes while the
+/// leader is killed and restarted; the recorded history is checked by stateright's
+/// linearizability tester. Calls that failed are left in flight (they may or may not
+/// have taken effect), and their client continues under a new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_register_history_across_a_leader_kill_is_linearizable() {
+    use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
+    use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
+    let _one = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    let id = cluster
+        .client(leader)
+        .await
+        .remember(remember_with_id("lin", "0", "init"))
+        .await
+        .unwrap()
+        .into_inner()
+        .memory
+        .unwrap()
+        .id;
+    let tester = Arc::new(std::sync::Mutex::new(LinearizabilityTester::<
+        u64,
+        Register<u64>,
+    >::new(Register(0))));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..3u64 {
+        let url = cluster.url(client + 1);
+        let (tester, stop, id) = (Arc::clone(&tester), Arc::clone(&stop), id.clone());
+        clients.push(tokio::spawn(async move {
+            let channel = Channel::from_shared(url)
+                .unwrap()
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(15))
+                .connect_lazy();
+            let mut c = MemoryServiceClient::new(channel);
+            let mut thread = client * 1_000;
+            let (mut ops, mut failed) = (0u64, 0u64);
+            while !stop.load(Ordering::SeqCst) {
+                ops += 1;
+                let write = ops % 3 != 0;
+                let ok = if write {
+                    let value = (client + 1) * 100_000 + ops;
+                    tester
+                        .lock()
+                        .unwrap()
+                        .on_invoke(thread, RegisterOp::Write(value))
+                        .unwrap();
+                    let r = c
+                        .update(pb::UpdateRequest {
+                            agent_id: "lin".into(),
+                            id: id.clone(),
+                            content: Some(value.to_string()),
+                            ..Default::default()
+                        })
+                        .await;
+                    r.is_ok()
+                        && tester
+                            .lock()
+                            .unwrap()
+                            .on_return(thread, RegisterRet::WriteOk)
+                            .is_ok()
+                } else {
+                    tester
+                        .lock()
+                        .unwrap()
+                        .on_invoke(thread, RegisterOp::Read)
+                        .unwrap();
+                    match c
+                        .get(pb::GetRequest {
+                            agent_id: "lin".into(),
+                            id: id.clone(),
+                            include_vector: false,
+                        })
+                        .await
+                    {
+                        Ok(m) => {
+                            let value: u64 = m.into_inner().content.parse().unwrap();
+                            tester
+                                .lock()
+                                .unwrap()
+                                .on_return(thread, RegisterRet::ReadOk(value))
+                                .is_ok()
+                        }
+                        Err(_) => false,
+                    }
+                };
+                if !ok {
+                    // Unknown outcome: stays in flight; this client goes on as another.
+                    failed += 1;
+                    thread += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            (ops, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    cluster.kill(leader);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.launch(leader);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut ops, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.await.unwrap();
+        ops += o;
+        failed += f;
+    }
+    let tester = tester.lock().unwrap();
+    eprintln!("register history: {ops} operations, {failed} with unknown outcome");
+    assert!(ops > 50, "too little history to check");
+    assert!(
+        tester.is_consistent(),
+        "not linearizable: {:?}",
+        tester.serialized_history()
+    );
+}
