@@ -101,6 +101,10 @@ struct Node {
 struct Cluster {
     nodes: Vec<Node>,
     secret: PathBuf,
+    /// Nodes 1..=initial start with `--peer`; later ones join through `add-node`.
+    initial: u64,
+    /// `id=cluster/api` of every node.
+    addrs: Vec<String>,
     peers: String,
     extra: Vec<String>,
     proxy: Arc<Proxy>,
@@ -109,6 +113,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: u64, extra: &[&str]) -> Cluster {
+        Self::start_with_spares(n, 0, extra).await
+    }
+
+    /// `n` initial voters, launched, and `spares` more nodes (ids after them) that are
+    /// configured but neither launched nor members.
+    async fn start_with_spares(n: u64, spares: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "test-cluster-secret-0123456789\n").unwrap();
@@ -119,7 +129,7 @@ impl Cluster {
         });
         let mut nodes = Vec::new();
         let mut peers = Vec::new();
-        for id in 1..=n {
+        for id in 1..=n + spares {
             let api = free_port(id);
             let raft_real = free_port(id);
             let listener = tokio::net::TcpListener::bind((ip(id), 0)).await.unwrap();
@@ -138,7 +148,9 @@ impl Cluster {
         let mut c = Cluster {
             nodes,
             secret,
-            peers: peers.join(","),
+            initial: n,
+            addrs: peers.clone(),
+            peers: peers[..n as usize].join(","),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             proxy,
             _dir: dir,
@@ -154,8 +166,8 @@ impl Cluster {
     }
 
     fn advertised(&self, id: u64) -> String {
-        self.peers
-            .split(',')
+        self.addrs
+            .iter()
             .find_map(|p| p.strip_prefix(&format!("{id}=")))
             .and_then(|a| a.split('/').next())
             .unwrap()
@@ -165,7 +177,12 @@ impl Cluster {
     /// Starts node `id` and waits until it serves.
     fn launch(&mut self, id: u64) {
         let advertised = self.advertised(id);
-        let (secret, peers, extra) = (self.secret.clone(), self.peers.clone(), self.extra.clone());
+        let (secret, extra) = (self.secret.clone(), self.extra.clone());
+        let peers: Vec<String> = if id <= self.initial {
+            vec!["--peer".into(), self.peers.clone()]
+        } else {
+            Vec::new()
+        };
         let node = self.node(id);
         let mut child = Command::new(env!("CARGO_BIN_EXE_mneme"))
             .arg("serve")
@@ -179,7 +196,7 @@ impl Cluster {
             .args(["--cluster-advertise", &advertised])
             .arg("--cluster-secret-file")
             .arg(&secret)
-            .args(["--peer", &peers])
+            .args(&peers)
             .args(&extra)
             .env(
                 "RUST_LOG",
@@ -737,8 +754,10 @@ async fn a_node_that_missed_many_writes_catches_up_from_a_snapshot() {
 
 /// A register (one memory's content) written and read through all three nodes while the
 /// leader is killed and restarted; the recorded history is checked by stateright's
-/// linearizability tester. Calls that failed are left in flight (they may or may not
-/// have taken effect), and their client continues under a new id.
+/// linearizability tester. Each call is recorded with its start and end; failed reads are
+/// left out (they changed nothing), and a failed write stays in flight (it may or may not
+/// have taken effect) unless no read ever saw its value — then it is left out too, which
+/// keeps the check's search small without changing its answer (values are unique).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_register_history_across_a_leader_kill_is_linearizable() {
     use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
@@ -756,15 +775,14 @@ async fn a_register_history_across_a_leader_kill_is_linearizable() {
         .memory
         .unwrap()
         .id;
-    let tester = Arc::new(std::sync::Mutex::new(LinearizabilityTester::<
-        u64,
-        Register<u64>,
-    >::new(Register(0))));
+    /// (client, started, ended if it returned, write value or None for a read, read value)
+    type Call = (u64, Instant, Option<Instant>, Option<u64>, Option<u64>);
+    let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for client in 0..3u64 {
         let url = cluster.url(client + 1);
-        let (tester, stop, id) = (Arc::clone(&tester), Arc::clone(&stop), id.clone());
+        let (stop, id) = (Arc::clone(&stop), id.clone());
         clients.push(tokio::spawn(async move {
             let channel = Channel::from_shared(url)
                 .unwrap()
@@ -772,18 +790,13 @@ async fn a_register_history_across_a_leader_kill_is_linearizable() {
                 .timeout(Duration::from_secs(15))
                 .connect_lazy();
             let mut c = MemoryServiceClient::new(channel);
-            let mut thread = client * 1_000;
-            let (mut ops, mut failed) = (0u64, 0u64);
+            let mut calls: Vec<Call> = Vec::new();
+            let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                ops += 1;
-                let write = ops % 3 != 0;
-                let ok = if write {
-                    let value = (client + 1) * 100_000 + ops;
-                    tester
-                        .lock()
-                        .unwrap()
-                        .on_invoke(thread, RegisterOp::Write(value))
-                        .unwrap();
+                n += 1;
+                let started = Instant::now();
+                if !n.is_multiple_of(3) {
+                    let value = (client + 1) * 100_000 + n;
                     let r = c
                         .update(pb::UpdateRequest {
                             agent_id: "lin".into(),
@@ -792,45 +805,26 @@ async fn a_register_history_across_a_leader_kill_is_linearizable() {
                             ..Default::default()
                         })
                         .await;
-                    r.is_ok()
-                        && tester
-                            .lock()
-                            .unwrap()
-                            .on_return(thread, RegisterRet::WriteOk)
-                            .is_ok()
+                    let ended = r.is_ok().then(Instant::now);
+                    calls.push((client, started, ended, Some(value), None));
                 } else {
-                    tester
-                        .lock()
-                        .unwrap()
-                        .on_invoke(thread, RegisterOp::Read)
-                        .unwrap();
-                    match c
+                    let r = c
                         .get(pb::GetRequest {
                             agent_id: "lin".into(),
                             id: id.clone(),
                             include_vector: false,
                         })
-                        .await
-                    {
-                        Ok(m) => {
-                            let value: u64 = m.into_inner().content.parse().unwrap();
-                            tester
-                                .lock()
-                                .unwrap()
-                                .on_return(thread, RegisterRet::ReadOk(value))
-                                .is_ok()
-                        }
-                        Err(_) => false,
+                        .await;
+                    if let Ok(m) = r {
+                        let value: u64 = m.into_inner().content.parse().unwrap();
+                        calls.push((client, started, Some(Instant::now()), None, Some(value)));
                     }
-                };
-                if !ok {
-                    // Unknown outcome: stays in flight; this client goes on as another.
-                    failed += 1;
-                    thread += 1;
+                }
+                if calls.last().is_some_and(|c| c.2.is_none()) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-            (ops, failed)
+            calls
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -840,18 +834,148 @@ async fn a_register_history_across_a_leader_kill_is_linearizable() {
     cluster.launch(leader);
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
-    let (mut ops, mut failed) = (0, 0);
+    let mut calls: Vec<Call> = Vec::new();
     for c in clients {
-        let (o, f) = c.await.unwrap();
-        ops += o;
-        failed += f;
+        calls.extend(c.await.unwrap());
     }
-    let tester = tester.lock().unwrap();
-    eprintln!("register history: {ops} operations, {failed} with unknown outcome");
-    assert!(ops > 50, "too little history to check");
+    let observed: HashSet<u64> = calls.iter().filter_map(|c| c.4).collect();
+    let unknown = calls.iter().filter(|c| c.2.is_none()).count();
+    calls.retain(|c| c.2.is_some() || c.3.is_some_and(|v| observed.contains(&v)));
+    // Events in real-time order; a call left in flight retires its client's thread id.
+    enum Event {
+        Invoke(usize),
+        Return(usize),
+    }
+    let mut events: Vec<(Instant, u8, Event)> = Vec::new();
+    for (i, c) in calls.iter().enumerate() {
+        events.push((c.1, 1, Event::Invoke(i)));
+        if let Some(end) = c.2 {
+            events.push((end, 0, Event::Return(i)));
+        }
+    }
+    events.sort_by_key(|(t, order, _)| (*t, *order));
+    // The history as recorded, and (to show the check can fail) with one read's value
+    // replaced by one nobody wrote.
+    let history = |corrupt: bool| {
+        let mut corrupted = !corrupt;
+        let mut thread_of = vec![0u64; calls.len()];
+        let mut next_thread: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut tester = LinearizabilityTester::<u64, Register<u64>>::new(Register(0));
+        for (_, _, e) in &events {
+            match *e {
+                Event::Invoke(i) => {
+                    let (client, _, ended, write, _) = calls[i];
+                    let t = next_thread.entry(client).or_insert(client * 1_000_000);
+                    thread_of[i] = *t;
+                    if ended.is_none() {
+                        *t += 1;
+                    }
+                    let op = match write {
+                        Some(v) => RegisterOp::Write(v),
+                        None => RegisterOp::Read,
+                    };
+                    tester.on_invoke(thread_of[i], op).unwrap();
+                }
+                Event::Return(i) => {
+                    let ret = match calls[i].4 {
+                        Some(_) if !corrupted => {
+                            corrupted = true;
+                            RegisterRet::ReadOk(7)
+                        }
+                        Some(v) => RegisterRet::ReadOk(v),
+                        None => RegisterRet::WriteOk,
+                    };
+                    tester.on_return(thread_of[i], ret).unwrap();
+                }
+            }
+        }
+        tester
+    };
+    let tester = history(false);
+    eprintln!(
+        "register history: {} calls over {:.1} s, {unknown} with unknown outcome ({} of them seen by a read)",
+        calls.len(),
+        epoch.elapsed().as_secs_f64(),
+        calls.iter().filter(|c| c.2.is_none()).count()
+    );
+    assert!(calls.len() > 50, "too little history to check");
     assert!(
         tester.is_consistent(),
         "not linearizable: {:?}",
         tester.serialized_history()
     );
+    assert!(
+        !history(true).is_consistent(),
+        "the checker accepted a read of a value nobody wrote"
+    );
+}
+
+/// `mneme cluster add-node` brings a fourth node in (it catches up, then votes);
+/// `remove-node` takes it out again; writes go on throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_join_and_leave_through_the_admin_commands() {
+    let _one = SERIAL.lock().await;
+    let mut cluster = Cluster::start_with_spares(3, 1, &[]).await;
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    let mut c = cluster.client(leader).await;
+    for i in 0..200 {
+        c.remember(remember_with_id(
+            "bot",
+            &format!("early fact {i}"),
+            &format!("e{i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    cluster.launch(4);
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mneme"))
+            .arg("cluster")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mneme cluster {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let node4 = cluster.addrs[3].clone();
+    let added = cli(&[
+        "add-node",
+        "--server",
+        &cluster.url(leader),
+        "--node",
+        &node4,
+    ]);
+    assert_eq!(added.matches(" voter ").count(), 4, "{added}");
+    c.remember(remember_with_id("bot", "after the join", "j"))
+        .await
+        .unwrap();
+    cluster.converged(Duration::from_secs(30)).await;
+    let all = cluster.identical("bot", Duration::from_secs(30)).await;
+    assert_eq!(all.len(), 201);
+    let s = cluster.status(4).await.unwrap();
+    assert_eq!(s.leader_id, leader, "{s:?}");
+    // Out again.
+    let removed = cli(&["remove-node", "--server", &cluster.url(leader), "--id", "4"]);
+    assert_eq!(removed.matches(" voter ").count(), 3, "{removed}");
+    cluster.kill(4);
+    c.remember(remember_with_id("bot", "after the removal", "r"))
+        .await
+        .unwrap();
+    // Bad input is refused, naming the field.
+    let out = Command::new(env!("CARGO_BIN_EXE_mneme"))
+        .args([
+            "cluster",
+            "add-node",
+            "--server",
+            &cluster.url(leader),
+            "--node",
+            "0=x/y",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

@@ -372,6 +372,8 @@ fn valid_file_name(name: &str) -> bool {
 /// The `Raft` service a node serves on its cluster port.
 #[derive(Clone)]
 pub struct RaftService {
+    /// The node (set once it is built), for batched read-index rounds.
+    pub node: Arc<std::sync::OnceLock<std::sync::Weak<crate::node::ClusterNode>>>,
     /// The local raft.
     pub raft: crate::Raft,
     /// Where partial snapshots are kept (`raft/incoming`).
@@ -467,18 +469,18 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         _request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let limit = crate::node::PROPOSE_TIMEOUT;
-        let Ok(checked) = tokio::time::timeout(limit, self.raft.get_read_log_id()).await else {
-            return Ok(message(crate::encode(&ForwardReply::Failed(
-                "no majority confirmed the leader in time".into(),
-            ))));
+        let Some(node) = self.node.get().and_then(std::sync::Weak::upgrade) else {
+            return Err(Status::unavailable("starting"));
         };
-        let reply = match checked {
-            Ok((read, _)) => ForwardReply::Index(read.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                ForwardReply::NotLeader(f.leader_id.zip(f.leader_node))
+        // Only a leader answers with an index: a follower asked this would ask its leader.
+        let reply = if node.is_leader() {
+            match node.read_index_batched().await {
+                Ok(Some(i)) => ForwardReply::Index(i),
+                Ok(None) => ForwardReply::NotLeader(node.leader()),
+                Err(e) => ForwardReply::Failed(e),
             }
-            Err(e) => ForwardReply::Failed(e.to_string()),
+        } else {
+            ForwardReply::NotLeader(node.leader())
         };
         Ok(message(crate::encode(&reply)))
     }

@@ -90,6 +90,16 @@ pub struct ClusterNode {
     addr: NodeAddr,
     peers: Vec<(NodeId, NodeAddr)>,
     peer_clients: parking_lot::Mutex<std::collections::HashMap<String, PeerClient>>,
+    reads: parking_lot::Mutex<ReadRounds>,
+    /// Itself, for the tasks it spawns.
+    me: std::sync::OnceLock<std::sync::Weak<ClusterNode>>,
+}
+
+/// Read-index requests waiting for the next confirmation round.
+#[derive(Default)]
+struct ReadRounds {
+    running: bool,
+    next: Vec<tokio::sync::oneshot::Sender<Result<Option<u64>, String>>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -164,7 +174,9 @@ impl ClusterNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let epoch = Instant::now();
         let last_contact_ms = Arc::new(AtomicU64::new(u64::MAX));
+        let service_node = Arc::new(std::sync::OnceLock::new());
         let service = RaftService {
+            node: Arc::clone(&service_node),
             raft: raft.clone(),
             incoming: config.dir.join("incoming"),
             last_contact_ms: Arc::clone(&last_contact_ms),
@@ -220,7 +232,11 @@ impl ClusterNode {
             },
             peers: config.peers.clone(),
             peer_clients: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            reads: parking_lot::Mutex::new(ReadRounds::default()),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = node.me.set(Arc::downgrade(&node));
+        let _ = service_node.set(Arc::downgrade(&node));
         engine.set_replicator(Arc::clone(&node) as Arc<dyn Replicator>)?;
         let lowest = config.peers.iter().map(|(id, _)| *id).min();
         if lowest == Some(config.node_id) {
@@ -389,34 +405,76 @@ impl ClusterNode {
         }
     }
 
+    /// The read index, with concurrent requests sharing one confirmation round: a request
+    /// joins the next round that *starts* after it arrived (never one already under way),
+    /// so every read still sees every write acknowledged before it began.
+    pub async fn read_index_batched(&self) -> Result<Option<u64>, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut reads = self.reads.lock();
+            reads.next.push(tx);
+            !std::mem::replace(&mut reads.running, true)
+        };
+        if start && let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut reads = me.reads.lock();
+                        if reads.next.is_empty() {
+                            reads.running = false;
+                            break;
+                        }
+                        std::mem::take(&mut reads.next)
+                    };
+                    let r = me.read_index_once(PROPOSE_TIMEOUT).await;
+                    for tx in batch {
+                        let _ = tx.send(r.clone());
+                    }
+                }
+            });
+        }
+        rx.await
+            .map_err(|_| "the read round was dropped".to_owned())?
+    }
+
+    /// One read-index round: `Ok(None)` when there is no leader to ask yet.
+    async fn read_index_once(&self, limit: Duration) -> Result<Option<u64>, String> {
+        let Ok(checked) = tokio::time::timeout(limit, self.raft.get_read_log_id()).await else {
+            return Ok(None);
+        };
+        Ok(match checked {
+            Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                match f.leader_node {
+                    Some(node) => match self
+                        .peer(&node)
+                        .map_err(|e| e.to_string())?
+                        .read_index(limit)
+                        .await
+                    {
+                        Ok(ForwardReply::Index(i)) => Some(i),
+                        Ok(_) | Err(_) => None,
+                    },
+                    None => None,
+                }
+            }
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                None
+            }
+            Err(e) => return Err(e.to_string()),
+        })
+    }
+
     async fn linearizable(&self) -> Result<(), EngineError> {
         let deadline = Instant::now() + PROPOSE_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(checked) = tokio::time::timeout(left, self.raft.get_read_log_id()).await else {
+            let Ok(round) = tokio::time::timeout(left, self.read_index_batched()).await else {
                 return Err(unavailable(
                     "no majority confirmed the leader in time; retry",
                 ));
             };
-            let read_index = match checked {
-                Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                    f,
-                ))) => match f.leader_node {
-                    Some(node) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match self.peer(&node)?.read_index(left).await {
-                            Ok(ForwardReply::Index(i)) => Some(i),
-                            Ok(_) | Err(_) => None,
-                        }
-                    }
-                    None => None,
-                },
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(
-                    _,
-                ))) => None,
-                Err(e) => return Err(unavailable(e.to_string())),
-            };
+            let read_index = round.map_err(unavailable)?;
             if let Some(index) = read_index {
                 let left = deadline.saturating_duration_since(Instant::now());
                 return self
