@@ -1,7 +1,7 @@
 //! The raft log: vote, entries and committed index, durable in a `mneme-storage` store
 //! (framed, checksummed WAL with group commit; torn tails truncated on recovery).
 //!
-//! Every change is a [`Record`] appended by one writer thread, in the order openraft made
+//! Every change is a `Record` appended by one writer thread, in the order openraft made
 //! it; the thread batches whatever is queued into one commit (one fsync) and only then
 //! reports entries flushed or a vote saved. The state lives in memory (a map of the entries
 //! not yet purged) and is rebuilt at open from the store's last compaction snapshot plus

@@ -39,6 +39,9 @@ pub const SECRET_HEADER: &str = "x-mneme-cluster-secret";
 /// Snapshot chunks carry at most this many bytes.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// An AppendEntries carries at most about this many bytes (unless it is one entry).
+pub const APPEND_BYTES_MAX: usize = 2 * 1024 * 1024;
+
 /// What the shared secret must at least be.
 pub const SECRET_BYTES_MIN: usize = 16;
 
@@ -175,9 +178,19 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeAddr, RaftError<NodeId>>> {
         let c = self.client()?;
-        let msg = RaftMessage {
-            payload: crate::encode(&rpc),
-        };
+        let payload = crate::encode(&rpc);
+        // openraft gives an append one heartbeat interval: a lagging follower must get its
+        // backlog in batches that fit in one, not in one of up to `max_payload_entries`
+        // fat entries that never does. Ask openraft for fewer entries.
+        let n = rpc.entries.len();
+        if payload.len() > APPEND_BYTES_MAX && n > 1 {
+            let per_entry = payload.len().div_ceil(n);
+            let fit = (APPEND_BYTES_MAX / per_entry.max(1)).clamp(1, n - 1);
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(fit as u64),
+            ));
+        }
+        let msg = RaftMessage { payload };
         let reply = c
             .client
             .clone()
