@@ -29,6 +29,7 @@ struct Remember {
     metadata: Vec<(String, String)>,
     pinned: bool,
     importance: f32,
+    request_id: String,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -75,6 +76,7 @@ fn remember(r: Remember) -> pb::RememberRequest {
         metadata: r.metadata.into_iter().collect::<HashMap<_, _>>(),
         pinned: r.pinned,
         importance: r.importance,
+        request_id: r.request_id,
     }
 }
 
