@@ -127,45 +127,45 @@ pub fn status(node: &ClusterNode) -> pb::ClusterStatus {
 pub fn metrics(node: &ClusterNode) -> String {
     let s = status(node);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP mneme_cluster_is_leader 1 on the leader.\n# TYPE mneme_cluster_is_leader gauge"
-    );
-    let _ = writeln!(
-        out,
-        "mneme_cluster_is_leader {}",
-        u8::from(s.leader_id == s.node_id)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP mneme_cluster_leader_id The leader's node id (0: unknown).\n# TYPE mneme_cluster_leader_id gauge"
-    );
-    let _ = writeln!(out, "mneme_cluster_leader_id {}", s.leader_id);
-    let _ = writeln!(
-        out,
-        "# HELP mneme_cluster_term The current raft term.\n# TYPE mneme_cluster_term gauge"
-    );
-    let _ = writeln!(out, "mneme_cluster_term {}", s.term);
-    let _ = writeln!(
-        out,
-        "# HELP mneme_cluster_last_log_index Last index in this node's log.\n# TYPE mneme_cluster_last_log_index gauge"
-    );
-    let _ = writeln!(out, "mneme_cluster_last_log_index {}", s.last_log_index);
-    let _ = writeln!(
-        out,
-        "# HELP mneme_cluster_commit_index Committed index (leader: majority match).\n# TYPE mneme_cluster_commit_index gauge"
-    );
-    let _ = writeln!(out, "mneme_cluster_commit_index {}", s.commit_index);
-    let _ = writeln!(
-        out,
-        "# HELP mneme_cluster_applied_index Last index applied to the engine.\n# TYPE mneme_cluster_applied_index gauge"
-    );
-    let _ = writeln!(out, "mneme_cluster_applied_index {}", s.applied_index);
-    let _ = writeln!(
-        out,
-        "# HELP mneme_cluster_snapshot_index Index of the last snapshot.\n# TYPE mneme_cluster_snapshot_index gauge"
-    );
-    let _ = writeln!(out, "mneme_cluster_snapshot_index {}", s.snapshot_index);
+    let gauges: [(&str, &str, u64); 7] = [
+        (
+            "is_leader",
+            "1 on the leader.",
+            u64::from(s.leader_id == s.node_id),
+        ),
+        (
+            "leader_id",
+            "The leader's node id (0: unknown).",
+            s.leader_id,
+        ),
+        ("term", "The current raft term.", s.term),
+        (
+            "last_log_index",
+            "Last index in this node's log.",
+            s.last_log_index,
+        ),
+        (
+            "commit_index",
+            "Committed index (leader: majority match).",
+            s.commit_index,
+        ),
+        (
+            "applied_index",
+            "Last index applied to the engine.",
+            s.applied_index,
+        ),
+        (
+            "snapshot_index",
+            "Index of the last snapshot.",
+            s.snapshot_index,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP mneme_cluster_{name} {help}\n# TYPE mneme_cluster_{name} gauge\nmneme_cluster_{name} {value}"
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP mneme_cluster_replication_lag Entries a node is behind the leader (leader only).\n# TYPE mneme_cluster_replication_lag gauge"

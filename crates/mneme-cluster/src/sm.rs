@@ -135,6 +135,28 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Records durably that the engine's files reflect the log up to `last_applied`.
+fn save_applied(
+    root: &Path,
+    last_applied: Option<LogId<NodeId>>,
+    membership: &StoredMembership<NodeId, NodeAddr>,
+) -> Result<(), StorageError<NodeId>> {
+    let path = root.join("applied.json");
+    let applied = Applied {
+        last_applied,
+        membership: membership.clone(),
+    };
+    let bytes = serde_json::to_vec(&applied).unwrap_or_default();
+    write_atomic(&path, &bytes).map_err(|e| io_err("writing", &path, e))
+}
+
+/// Writes a snapshot directory's `snapshot.json`.
+fn save_manifest(dir: &Path, manifest: &Manifest) -> Result<(), StorageError<NodeId>> {
+    let path = dir.join("snapshot.json");
+    write_atomic(&path, &serde_json::to_vec(manifest).unwrap_or_default())
+        .map_err(|e| io_err("writing", &path, e))
+}
+
 impl StateMachine {
     /// Opens the state machine over `engine`, with its files under `root` (`raft/`).
     pub fn open(
@@ -172,20 +194,6 @@ impl StateMachine {
         sm.applied_index
             .store(sm.last_applied.map_or(0, |l| l.index), Ordering::SeqCst);
         Ok(sm)
-    }
-
-    fn save_applied(
-        &self,
-        last_applied: Option<LogId<NodeId>>,
-        membership: &StoredMembership<NodeId, NodeAddr>,
-    ) -> Result<(), StorageError<NodeId>> {
-        let path = self.root.join("applied.json");
-        let applied = Applied {
-            last_applied,
-            membership: membership.clone(),
-        };
-        let bytes = serde_json::to_vec(&applied).unwrap_or_default();
-        write_atomic(&path, &bytes).map_err(|e| io_err("writing", &path, e))
     }
 }
 
@@ -279,13 +287,13 @@ fn build(b: &Builder) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         last_membership: b.membership.clone(),
         snapshot_id: id,
     };
-    let manifest = Manifest {
-        meta: meta.clone(),
-        files: metas.clone(),
-    };
-    let path = dir.join("snapshot.json");
-    write_atomic(&path, &serde_json::to_vec(&manifest).unwrap_or_default())
-        .map_err(|e| io_err("writing", &path, e))?;
+    save_manifest(
+        &dir,
+        &Manifest {
+            meta: meta.clone(),
+            files: metas.clone(),
+        },
+    )?;
     // The engine's files are durable (the checkpoint synced them): restart from here,
     // unless a newer snapshot was installed meanwhile (the restart point never moves back).
     let data = SnapshotFiles {
@@ -297,16 +305,7 @@ fn build(b: &Builder) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         .as_ref()
         .is_none_or(|(m, _)| meta.last_log_id >= m.last_log_id);
     if newest {
-        let applied = Applied {
-            last_applied: b.last_applied,
-            membership: b.membership.clone(),
-        };
-        let applied_path = b.root.join("applied.json");
-        write_atomic(
-            &applied_path,
-            &serde_json::to_vec(&applied).unwrap_or_default(),
-        )
-        .map_err(|e| io_err("writing", &applied_path, e))?;
+        save_applied(&b.root, b.last_applied, &b.membership)?;
         *current = Some((meta.clone(), data.clone()));
         remove_other_snapshots(&b.root.join("snapshots"), &dir);
     }
@@ -442,19 +441,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::rename(&snapshot.dir, &dir).map_err(|e| io_err("moving", &snapshot.dir, e))?;
         }
-        let manifest = Manifest {
-            meta: meta.clone(),
-            files: snapshot.files.clone(),
-        };
-        let path = dir.join("snapshot.json");
-        write_atomic(&path, &serde_json::to_vec(&manifest).unwrap_or_default())
-            .map_err(|e| io_err("writing", &path, e))?;
+        save_manifest(
+            &dir,
+            &Manifest {
+                meta: meta.clone(),
+                files: snapshot.files.clone(),
+            },
+        )?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.applied_index.store(index, Ordering::SeqCst);
         let current = Arc::clone(&self.current);
         let mut current = current.lock();
-        self.save_applied(self.last_applied, &self.membership)?;
+        save_applied(&self.root, self.last_applied, &self.membership)?;
         *current = Some((
             meta.clone(),
             SnapshotFiles {
