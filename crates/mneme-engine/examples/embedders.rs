@@ -131,7 +131,7 @@ fn main() {
             e.id(),
             top1 as f64 / q.len() as f64,
             mrr / q.len() as f64,
-            separation(e.calibration()),
+            separation(mneme_engine::calibration_of(e.family())),
             separation(fitted),
             percentile(&single, 0.5),
             percentile(&single, 0.99),

@@ -438,7 +438,7 @@ impl Inner {
                 AgentConfig {
                     embedder: e.id().to_owned(),
                     dim: e.dim(),
-                    calibration: e.calibration(),
+                    calibration: crate::calibration_of(e.family()),
                     scoring: ScoringParams::default(),
                 }
             }

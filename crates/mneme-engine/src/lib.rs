@@ -17,7 +17,8 @@ mod agent;
 pub mod apply;
 mod clock;
 mod codec;
-pub mod embed;
+/// The embedders (re-exported from `mneme-embed`).
+pub use mneme_embed as embed;
 mod engine;
 mod error;
 mod graphs;
@@ -53,3 +54,15 @@ pub use transfer::{
     ExportedMemory, IMPORT_BATCH, Importer,
 };
 pub use write::{AgentSettings, REEMBED_MEMORIES_MAX};
+
+/// The calibration new agents get for an embedder family (fitted per family on held-out
+/// data; see `mneme_scoring::Calibration`).
+pub fn calibration_of(family: embed::Family) -> Calibration {
+    match family {
+        embed::Family::MiniLm => Calibration::MINILM,
+        embed::Family::StaticMiniLm => Calibration::STATIC_M2V,
+        embed::Family::StaticMiniLmCentered => Calibration::STATIC_M2V_CENTERED,
+        embed::Family::LexicalHash => Calibration::LEXICAL_HASH,
+        embed::Family::Unknown => Calibration::UNKNOWN,
+    }
+}

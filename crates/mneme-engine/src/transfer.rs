@@ -329,7 +329,7 @@ impl Engine {
         if let Some(e) = embedder {
             config.embedder = e.id().to_owned();
             config.dim = e.dim();
-            config.calibration = e.calibration();
+            config.calibration = crate::calibration_of(e.family());
         }
         if config.dim != header.dim {
             return Err(Error::invalid(

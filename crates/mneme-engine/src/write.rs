@@ -350,7 +350,7 @@ impl Engine {
             vectors = Some(reembed(inner, agent_id, embedder.as_ref(), progress)?);
             config.embedder = embedder.id().to_owned();
             config.dim = embedder.dim();
-            config.calibration = embedder.calibration();
+            config.calibration = crate::calibration_of(embedder.family());
         }
         let entry = Entry {
             agent: agent_id.to_owned(),

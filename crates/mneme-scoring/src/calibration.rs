@@ -30,6 +30,12 @@ impl Calibration {
         center: 0.22,
         slope: 15.0,
     };
+    /// The built-in static model with its common direction removed: provisional values from
+    /// its published pair (relevant 0.234, unrelated −0.04..0.04).
+    pub const STATIC_M2V_CENTERED: Calibration = Calibration {
+        center: 0.12,
+        slope: 15.0,
+    };
     /// The lexical hash embedder: only shared words count, so relevance needs real overlap.
     pub const LEXICAL_HASH: Calibration = Calibration {
         center: 0.25,

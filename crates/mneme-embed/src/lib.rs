@@ -1,12 +1,14 @@
-//! Embedders: text in, unit vectors out. Each has an id and a dimension that are stored
-//! with every agent that uses it, so vector spaces never mix.
+//! Text → vectors and text → terms, for Mneme and nothing else of it.
+//!
+//! Embedders turn texts into vectors; each has an id and a dimension that are stored with
+//! every agent that uses it, so vector spaces never mix. [`analyze`] turns a text into the
+//! terms a lexical index stores. This crate knows nothing of memories, agents or scoring.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use mneme_scoring::Calibration;
-
+pub mod analyzer;
 mod hash;
 #[cfg(feature = "minilm")]
 mod minilm;
@@ -15,12 +17,16 @@ mod openai;
 pub mod static_model;
 mod wordpiece;
 
+pub use analyzer::{TERMS_MAX, analyze};
 pub use hash::{HASH_DIM, HashEmbedder};
 #[cfg(feature = "minilm")]
 pub use minilm::{MINILM_BATCH_MAX, MINILM_TOKENS_MAX, MiniLmEmbedder};
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiConfig, OpenAiEmbedder};
 pub use static_model::StaticEmbedder;
+
+/// Largest dimension any embedder here produces or accepts.
+pub const DIMENSIONS_MAX: usize = 4096;
 
 /// Id stored for agents whose vectors come from the client.
 pub const CLIENT_EMBEDDER_ID: &str = "client";
@@ -31,10 +37,26 @@ pub trait Embedder: Send + Sync + fmt::Debug {
     fn id(&self) -> &str;
     /// Output dimension.
     fn dim(&self) -> usize;
-    /// How this embedder's cosines map to relevance.
-    fn calibration(&self) -> Calibration;
+    /// Which family of vector geometry it produces (scoring calibrates per family).
+    fn family(&self) -> Family;
     /// Embeds each text; every output has `dim()` components (not necessarily unit length).
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+/// The geometry family of an embedder's vectors: embedders of one family give comparable
+/// cosines (so one calibration fits them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// all-MiniLM-L6-v2 (384 dims).
+    MiniLm,
+    /// A static model distilled from MiniLM, as distributed.
+    StaticMiniLm,
+    /// The built-in static model with its common direction removed.
+    StaticMiniLmCentered,
+    /// The lexical hash embedder.
+    LexicalHash,
+    /// Anything else (remote endpoints, client vectors).
+    Unknown,
 }
 
 /// The embedders a process offers, and which one new agents get.
@@ -85,11 +107,17 @@ impl Embedders {
 }
 
 impl Default for Embedders {
-    /// The built-in static model when compiled in, else the lexical hash.
+    /// The centered built-in static model when compiled in (with the model as distributed,
+    /// for agents created with it), else the lexical hash.
     fn default() -> Self {
         let hash: Arc<dyn Embedder> = Arc::new(HashEmbedder::new());
-        match StaticEmbedder::builtin() {
-            Some(Ok(model)) => Self::new(Arc::new(model)).with(hash),
+        match (
+            StaticEmbedder::builtin_centered(),
+            StaticEmbedder::builtin(),
+        ) {
+            (Some(Ok(centered)), Some(Ok(plain))) => Self::new(Arc::new(centered))
+                .with(Arc::new(plain))
+                .with(hash),
             _ => Self::new(hash),
         }
     }

@@ -7,10 +7,8 @@
 
 use std::path::Path;
 
-use mneme_scoring::Calibration;
-
-use super::Embedder;
-use super::wordpiece::WordPiece;
+use crate::wordpiece::WordPiece;
+use crate::{Embedder, Family};
 
 /// Tokens beyond this many are ignored (the model's `max_length`).
 pub const STATIC_TOKENS_MAX: usize = 512;
@@ -29,17 +27,22 @@ pub struct StaticEmbedder {
     table: Table,
     dim: usize,
     rows: usize,
-    calibration: Calibration,
+    /// Subtracted from every unit-length mean (the common direction of all texts).
+    center: Option<Vec<f32>>,
 }
 
 #[cfg(feature = "builtin-model")]
 mod builtin {
-    pub const TOKENIZER: &[u8] = include_bytes!("../../models/m2v-minilm-256-int8/tokenizer.json");
-    pub const MODEL: &[u8] = include_bytes!("../../models/m2v-minilm-256-int8/model.safetensors");
+    pub const TOKENIZER: &[u8] = include_bytes!("../models/m2v-minilm-256-int8/tokenizer.json");
+    pub const MODEL: &[u8] = include_bytes!("../models/m2v-minilm-256-int8/model.safetensors");
+    pub const MEAN: &[u8] = include_bytes!("../models/m2v-minilm-256-int8-centered/mean.f32");
 }
 
-/// Id of the built-in model.
+/// Id of the built-in model as distributed (agents created before the centered variant).
 pub const BUILTIN_STATIC_ID: &str = "m2v-minilm-256-int8";
+
+/// Id of the built-in model with its common direction removed: the default embedder.
+pub const BUILTIN_CENTERED_ID: &str = "m2v-minilm-256-int8-centered";
 
 impl StaticEmbedder {
     /// The model compiled into the binary, if the `builtin-model` feature is on.
@@ -50,7 +53,33 @@ impl StaticEmbedder {
                 BUILTIN_STATIC_ID,
                 builtin::TOKENIZER,
                 builtin::MODEL,
-                Calibration::STATIC_M2V,
+                None,
+            ))
+        }
+        #[cfg(not(feature = "builtin-model"))]
+        {
+            None
+        }
+    }
+
+    /// The built-in model with the mean of its unit embeddings of 60,000 English sentences
+    /// (`models/m2v-minilm-256-int8-centered/README.md`) subtracted from every text's unit
+    /// mean. Averaging token vectors leaves every text sharing one large common direction
+    /// (norm 0.61), so unrelated texts look alike; removing it ("all-but-the-top") is what
+    /// lets the static model rank "User prefers formal tone" first for "how should I write
+    /// my responses?". Measured in BENCHMARKS.md.
+    pub fn builtin_centered() -> Option<Result<Self, String>> {
+        #[cfg(feature = "builtin-model")]
+        {
+            let mean: Vec<f32> = builtin::MEAN
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Some(Self::from_bytes(
+                BUILTIN_CENTERED_ID,
+                builtin::TOKENIZER,
+                builtin::MODEL,
+                Some(mean),
             ))
         }
         #[cfg(not(feature = "builtin-model"))]
@@ -87,7 +116,7 @@ impl StaticEmbedder {
             &id,
             &read("tokenizer.json")?,
             &read("model.safetensors")?,
-            Calibration::STATIC_M2V,
+            None,
         )
     }
 
@@ -95,10 +124,15 @@ impl StaticEmbedder {
         id: &str,
         tokenizer: &[u8],
         model: &[u8],
-        calibration: Calibration,
+        center: Option<Vec<f32>>,
     ) -> Result<Self, String> {
         let tokenizer = WordPiece::from_json(tokenizer)?;
         let (table, rows, dim) = parse_safetensors(model)?;
+        if center.as_ref().is_some_and(|c| c.len() != dim) {
+            return Err(format!(
+                "the centering vector does not have {dim} dimensions"
+            ));
+        }
         if rows < tokenizer.vocab_len() {
             return Err(format!(
                 "model has {rows} rows but the tokenizer has {} tokens",
@@ -111,7 +145,7 @@ impl StaticEmbedder {
             table,
             dim,
             rows,
-            calibration,
+            center,
         })
     }
 
@@ -146,6 +180,14 @@ impl StaticEmbedder {
         }
         if n > 0 {
             sum.iter_mut().for_each(|s| *s /= n as f32);
+        }
+        if let Some(center) = &self.center {
+            let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                for (s, c) in sum.iter_mut().zip(center) {
+                    *s = *s / norm - c;
+                }
+            }
         }
         sum
     }
@@ -188,7 +230,7 @@ fn parse_safetensors(bytes: &[u8]) -> Result<(Table, usize, usize), String> {
         return Err("`embeddings` must be 2-D with two data offsets".into());
     };
     let (rows, dim) = (*rows, *dim);
-    if dim == 0 || dim > crate::limits::DIMENSIONS_MAX {
+    if dim == 0 || dim > crate::DIMENSIONS_MAX {
         return Err(format!("`embeddings` has {dim} dimensions"));
     }
     let data = bytes
@@ -229,8 +271,12 @@ impl Embedder for StaticEmbedder {
     fn dim(&self) -> usize {
         self.dim
     }
-    fn calibration(&self) -> Calibration {
-        self.calibration
+    fn family(&self) -> Family {
+        if self.center.is_some() {
+            Family::StaticMiniLmCentered
+        } else {
+            Family::StaticMiniLm
+        }
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         Ok(texts.iter().map(|t| self.embed_one(t)).collect())
@@ -269,6 +315,31 @@ mod tests {
             "{}",
             cos(&v[0], &v[2])
         );
+    }
+
+    #[test]
+    fn the_centered_model_ranks_the_canonical_example_and_keeps_the_tokens() {
+        let model = StaticEmbedder::builtin_centered().unwrap().unwrap();
+        assert_eq!((model.id(), model.dim()), (BUILTIN_CENTERED_ID, 256));
+        let v = model
+            .embed(&[
+                "how should I write my responses?",
+                "User prefers formal tone",
+                "User is on the Pro plan",
+            ])
+            .unwrap();
+        // The centered model's README: 0.234 and 0.032.
+        assert!(
+            (cos(&v[0], &v[1]) - 0.234).abs() < 3e-3,
+            "{}",
+            cos(&v[0], &v[1])
+        );
+        assert!(
+            (cos(&v[0], &v[2]) - 0.032).abs() < 3e-3,
+            "{}",
+            cos(&v[0], &v[2])
+        );
+        assert!(model.embed(&[""]).unwrap()[0].iter().all(|x| *x == 0.0));
     }
 
     #[test]

@@ -6,9 +6,7 @@
 //! hasher, never changed without a new id. It only matches shared words and word pieces:
 //! it cannot find paraphrases (measured top-1 0.25 on a paraphrase probe).
 
-use mneme_scoring::Calibration;
-
-use super::Embedder;
+use crate::{Embedder, Family};
 
 /// Output dimension of the hash embedder.
 pub const HASH_DIM: usize = 256;
@@ -75,8 +73,8 @@ impl Embedder for HashEmbedder {
     fn dim(&self) -> usize {
         HASH_DIM
     }
-    fn calibration(&self) -> Calibration {
-        Calibration::LEXICAL_HASH
+    fn family(&self) -> Family {
+        Family::LexicalHash
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         Ok(texts.iter().map(|t| hash_embed(t)).collect())

@@ -8,12 +8,10 @@
 
 use std::path::Path;
 
+use crate::wordpiece::WordPiece;
+use crate::{Embedder, Family};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear};
-use mneme_scoring::Calibration;
-
-use super::Embedder;
-use super::wordpiece::WordPiece;
 
 /// Tokens per text including `[CLS]` and `[SEP]` (sentence-transformers' max_seq_length).
 pub const MINILM_TOKENS_MAX: usize = 256;
@@ -240,8 +238,8 @@ impl Embedder for MiniLmEmbedder {
     fn dim(&self) -> usize {
         self.hidden
     }
-    fn calibration(&self) -> Calibration {
-        Calibration::MINILM
+    fn family(&self) -> Family {
+        Family::MiniLm
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let mut out = Vec::with_capacity(texts.len());

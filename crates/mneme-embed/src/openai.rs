@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use mneme_scoring::Calibration;
 use serde::{Deserialize, Serialize};
 
-use super::Embedder;
+use crate::{Embedder, Family};
 
 /// Where and how to call the endpoint.
 #[derive(Debug, Clone)]
@@ -131,7 +130,7 @@ impl OpenAiEmbedder {
         if embedder.dim == 0 {
             let probe = embedder.request(&["dimension probe"])?;
             embedder.dim = probe.first().map_or(0, Vec::len);
-            if embedder.dim == 0 || embedder.dim > crate::limits::DIMENSIONS_MAX {
+            if embedder.dim == 0 || embedder.dim > crate::DIMENSIONS_MAX {
                 return Err(format!(
                     "openai embedder: the endpoint returned {}-dimensional vectors",
                     embedder.dim
@@ -229,9 +228,9 @@ impl Embedder for OpenAiEmbedder {
     fn dim(&self) -> usize {
         self.dim
     }
-    fn calibration(&self) -> Calibration {
+    fn family(&self) -> Family {
         // Unknown geometry: the neutral curve. Fit one with `fit_calibration` on your model.
-        Calibration::UNKNOWN
+        Family::Unknown
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let mut out = Vec::with_capacity(texts.len());
