@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mneme_client import Mneme
 from mneme_client.testing import MnemeServer, find_binary
 
-TOOLS = {"remember", "recall", "get_context", "forget", "list_memories"}
+TOOLS = {"remember", "recall", "get_context", "forget", "list_memories", "mark_used"}
 
 
 def text(result: Any) -> str:
@@ -65,6 +65,9 @@ async def exercise(session: ClientSession) -> None:
     r = await session.call_tool("list_memories", {"page_size": 1, "page_token": token})
     assert not r.is_error and "next_page_token" not in text(r), text(r)
 
+    r = await session.call_tool("mark_used", {"ids": [ids[0]]})
+    assert not r.is_error and "Marked 1" in text(r), text(r)
+
     r = await session.call_tool("forget", {"ids": [ids[0]]})
     assert not r.is_error and "Forgot 1" in text(r), text(r)
 
@@ -75,6 +78,8 @@ async def exercise(session: ClientSession) -> None:
         ("recall", {"query": "q", "top_k": 100000}, "top_k"),
         ("forget", {"ids": ["not-an-id"]}, "id"),
         ("forget", {"ids": []}, "ids"),
+        ("mark_used", {"ids": []}, "ids"),
+        ("mark_used", {"ids": ["not-an-id"]}, "id"),
     ]:
         bad = await session.call_tool(name, args)
         assert bad.is_error and says in text(bad), (name, args, text(bad))

@@ -221,6 +221,11 @@ class AsyncAgent:
         """Deletes memories by id; returns how many existed."""
         return await self.client._run(self._calls.forget(ids))
 
+    async def mark_used(self, ids: str | Iterable[str]) -> int:
+        """Tells the server these memories were used (the feedback that reinforces them;
+        recall alone does not). Returns how many exist."""
+        return await self.client._run(self._calls.mark_used(ids))
+
     async def forget_session(self, session_id: str) -> int:
         """Deletes every memory of one session."""
         return await self.client._run(self._calls.forget_session(session_id))

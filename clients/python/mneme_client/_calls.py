@@ -186,6 +186,11 @@ class AgentCalls:
         request = pb.ForgetRequest(agent_id=self.agent_id, ids=ids_list)
         return Call("memory", "Forget", request, lambda r: int(r.forgotten), idempotent=True)
 
+    def mark_used(self, ids: str | Iterable[str]) -> Call[int]:
+        ids_list = [ids] if isinstance(ids, str) else list(ids)
+        request = pb.MarkUsedRequest(agent_id=self.agent_id, ids=ids_list)
+        return Call("memory", "MarkUsed", request, lambda r: int(r.marked), idempotent=False)
+
     def forget_session(self, session_id: str) -> Call[int]:
         request = pb.ForgetSessionRequest(agent_id=self.agent_id, session_id=session_id)
         return Call(

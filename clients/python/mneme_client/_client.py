@@ -244,6 +244,11 @@ class Agent:
         """Deletes memories by id; returns how many existed."""
         return self.client._run(self._calls.forget(ids))
 
+    def mark_used(self, ids: str | Iterable[str]) -> int:
+        """Tells the server these memories were used (the feedback that reinforces them;
+        recall alone does not). Returns how many exist."""
+        return self.client._run(self._calls.mark_used(ids))
+
     def forget_session(self, session_id: str) -> int:
         """Deletes every memory of one session."""
         return self.client._run(self._calls.forget_session(session_id))

@@ -80,6 +80,7 @@ def recalled(r: Any) -> Recalled:
             frequency=s.frequency,
             importance=s.importance,
             type_weight=s.type_weight,
+            lexical=s.lexical,
         ),
     )
 

@@ -50,6 +50,8 @@ class ScoreBreakdown:
     frequency: float
     importance: float
     type_weight: float
+    lexical: float = 0.0
+    """How much of the query's wording the memory shares (normalised BM25)."""
 
 
 @dataclass(frozen=True)

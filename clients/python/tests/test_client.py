@@ -56,6 +56,12 @@ def test_every_operation_sync(server: MnemeServer) -> None:
         assert hits[0].memory.id == a.memory.id
         assert 0.0 <= hits[0].confidence <= 1.0 and hits[0].scores.similarity >= 0.0
         assert hits[0].memory.vector is not None and len(hits[0].memory.vector) == 256
+        assert hits[0].scores.lexical > 0.5 > hits[-1].scores.lexical, hits
+        # Recall alone is not use (the count is the one reinforcement by the duplicate);
+        # MarkUsed is, and is durable when it returns.
+        assert bot.get(a.memory.id).access_count == 1
+        assert bot.mark_used([a.memory.id, "01ARZ3NDEKTSV4RRFFQ69G5FAV"]) == 1
+        assert bot.get(a.memory.id).access_count == 2
         only_ops = bot.recall("restart", memory_types=["procedural"], metadata={"team": "ops"})
         assert [h.memory.content for h in only_ops] == ["Runbook: restart the worker"]
         ctx = bot.inject_context("what do we know?", max_tokens=300)
@@ -101,6 +107,7 @@ def test_every_operation_async(server: MnemeServer) -> None:
             assert len(many) == 2
             hits = await bot.recall("formal tone?", top_k=2)
             assert hits[0].memory.id == a.memory.id
+            assert await bot.mark_used(a.memory.id) == 1
             ctx = await bot.inject_context("user preferences", max_tokens=200)
             assert ctx.text
             assert (await bot.get(a.memory.id)).content == "User prefers formal tone"

@@ -55,6 +55,7 @@ impl AgentConfig {
                 access_half_life_days: p.access_half_life_days,
                 weights: [p.recency_weight, p.frequency_weight, p.importance_weight],
                 context_shift: p.context_shift,
+                lexical_weight: p.lexical_weight,
             },
         }
     }
@@ -83,6 +84,7 @@ impl AgentConfig {
                 frequency_weight: s.weights[1],
                 importance_weight: s.weights[2],
                 context_shift: s.context_shift,
+                lexical_weight: s.lexical_weight,
             },
         }
     }
@@ -274,6 +276,8 @@ pub(crate) struct AgentState {
     pub(crate) capture: Option<Arc<Mutex<Capture>>>,
     /// Recent client request ids and the memory ids their remember returned.
     pub(crate) requests: RequestIds,
+    /// BM25 over the memories' content (derived, like every index, from the memories).
+    pub(crate) lexical: mneme_index::LexicalIndex,
 }
 
 /// The last [`crate::limits::REQUEST_IDS_PER_AGENT_MAX`] request ids of an agent (kept
@@ -329,6 +333,7 @@ impl AgentState {
             dirty_since: None,
             capture: None,
             requests: RequestIds::default(),
+            lexical: mneme_index::LexicalIndex::new(),
         }
     }
 
@@ -366,6 +371,8 @@ impl AgentState {
             .insert(key);
         self.by_type[usize::from(type_to_wire(m.memory_type) - 1)] += 1;
         self.bytes += m.approx_bytes(self.config.dim);
+        self.lexical
+            .insert(key, &mneme_embed::analyze(&m.record.content));
     }
 
     fn unindex_memory(&mut self, key: u64, m: &MemoryState) {
@@ -392,6 +399,7 @@ impl AgentState {
         }
         self.by_type[usize::from(type_to_wire(m.memory_type) - 1)] -= 1;
         self.bytes = self.bytes.saturating_sub(m.approx_bytes(self.config.dim));
+        self.lexical.remove(key);
     }
 
     /// Keys whose normalised text hashes like `content`'s (callers compare the text).
@@ -510,6 +518,7 @@ impl AgentState {
         self.expiries.clear();
         self.by_type = [0; 3];
         self.bytes = 0;
+        self.lexical.clear();
     }
 
     pub(crate) fn key_of(&self, id: &str) -> Option<u64> {

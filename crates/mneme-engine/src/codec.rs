@@ -39,8 +39,28 @@ pub struct AccessRecord {
     pub last_accessed_at_ms: i64,
 }
 
+/// What decoding must know about the layout it reads: the decode context of every record
+/// that holds a [`ScoringRecord`] (entries and snapshot metas name their version; this says
+/// what that version means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// [`ScoringRecord::lexical_weight`] is stored (entry format ≥ 3, snapshot format ≥ 3).
+    pub scoring_lexical: bool,
+}
+
+impl Layout {
+    /// What this build writes.
+    pub const CURRENT: Layout = Layout {
+        scoring_lexical: true,
+    };
+}
+
+/// The lexical weight of agents stored before it existed: the default, so upgraded agents
+/// get hybrid recall too.
+pub const LEGACY_LEXICAL_WEIGHT: f32 = mneme_scoring::LEXICAL_WEIGHT_DEFAULT;
+
 /// Scoring parameters as stored per agent (mirrors `mneme_scoring::ScoringParams`).
-#[derive(Debug, Clone, Copy, PartialEq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Encode)]
 pub struct ScoringRecord {
     /// (type_weight, half_life_days, decay_floor) for episodic, semantic, procedural.
     pub types: [(f32, f64, f32); 3],
@@ -52,10 +72,39 @@ pub struct ScoringRecord {
     pub weights: [f32; 3],
     /// context_shift.
     pub context_shift: f32,
+    /// lexical_weight (absent before entry format 3 and snapshot format 3).
+    pub lexical_weight: f32,
 }
+
+impl Decode<Layout> for ScoringRecord {
+    fn decode<D: bincode::de::Decoder<Context = Layout>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let types = Decode::decode(decoder)?;
+        let frequency_saturation = Decode::decode(decoder)?;
+        let access_half_life_days = Decode::decode(decoder)?;
+        let weights = Decode::decode(decoder)?;
+        let context_shift = Decode::decode(decoder)?;
+        let lexical_weight = if decoder.context().scoring_lexical {
+            Decode::decode(decoder)?
+        } else {
+            LEGACY_LEXICAL_WEIGHT
+        };
+        Ok(Self {
+            types,
+            frequency_saturation,
+            access_half_life_days,
+            weights,
+            context_shift,
+            lexical_weight,
+        })
+    }
+}
+bincode::impl_borrow_decode_with_context!(ScoringRecord, Layout);
 
 /// An agent's configuration as stored.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[bincode(decode_context = "Layout")]
 pub struct AgentConfigRecord {
     /// Embedder id (`client` for client-supplied vectors).
     pub embedder: String,
@@ -109,6 +158,14 @@ pub fn encode_into<T: Encode>(value: &T, out: &mut Vec<u8>) {
 /// Decodes one record from the front of `bytes`; returns it and the bytes it used.
 pub fn decode_prefix<T: Decode<()>>(bytes: &[u8]) -> Result<(T, usize), String> {
     bincode::decode_from_slice(bytes, config()).map_err(|e| e.to_string())
+}
+
+/// [`decode_prefix`] for records laid out as `layout` says.
+pub fn decode_prefix_in<T: Decode<Layout>>(
+    bytes: &[u8],
+    layout: Layout,
+) -> Result<(T, usize), String> {
+    bincode::decode_from_slice_with_context(bytes, config(), layout).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub const TOP_K_DEFAULT: usize = 5;
 pub const BATCH_ITEMS_MAX: usize = 1_000;
 /// Most ids in one forget.
 pub const FORGET_IDS_MAX: usize = 10_000;
+
+/// Ids in one mark-used call.
+pub const MARK_USED_IDS_MAX: usize = 1_000;
 /// Largest vector dimension.
 pub const DIMENSIONS_MAX: usize = mneme_index::DIMENSIONS_MAX;
 /// Longest time-to-live (100 years).

@@ -95,6 +95,8 @@ pub struct RecallQuery {
     pub min_confidence: f32,
     /// Return vectors too.
     pub include_vectors: bool,
+    /// Count the results as used (reinforcing them), as [`crate::Engine::mark_used`] does.
+    pub mark_used: bool,
 }
 
 /// One recall result.

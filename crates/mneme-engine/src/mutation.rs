@@ -19,13 +19,15 @@ use bincode::{Decode, Encode};
 use crate::codec::{AccessRecord, AgentConfigRecord, MemoryRecord};
 
 /// Version of the entry encoding; bump on any change to the types below.
-pub const ENTRY_FORMAT_VERSION: u8 = 2;
+pub const ENTRY_FORMAT_VERSION: u8 = 3;
 
-/// The oldest entry encoding this build still reads: version 2 only added variants.
+/// The oldest entry encoding this build still reads: version 2 only added variants, version
+/// 3 added the scoring's lexical weight (decoded by layout; see `codec.rs`).
 pub const ENTRY_FORMAT_VERSION_MIN: u8 = 1;
 
 /// One logged change to one agent.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[bincode(decode_context = "crate::codec::Layout")]
 pub struct Entry {
     /// The agent it changes.
     pub agent: String,
@@ -44,6 +46,7 @@ pub struct Space {
 
 /// Every kind of change.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[bincode(decode_context = "crate::codec::Layout")]
 pub enum Mutation {
     /// Store memories (or reinforce near-duplicates of existing ones).
     Remember(Remember),
@@ -89,6 +92,7 @@ pub enum Mutation {
 
 /// A batch of new memories.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[bincode(decode_context = "crate::codec::Layout")]
 pub struct Remember {
     /// The request's time.
     pub at_ms: i64,
@@ -136,6 +140,7 @@ pub struct Update {
 
 /// A new configuration.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[bincode(decode_context = "crate::codec::Layout")]
 pub struct Configure {
     /// The configuration (creating the agent if needed).
     pub config: AgentConfigRecord,
@@ -146,6 +151,7 @@ pub struct Configure {
 
 /// Exported memories.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
+#[bincode(decode_context = "crate::codec::Layout")]
 pub struct Import {
     /// The configuration the agent is created with if it does not exist (or has no
     /// memories and another space).
@@ -193,7 +199,11 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
             "entry format version {version}; this build reads {ENTRY_FORMAT_VERSION_MIN} to {ENTRY_FORMAT_VERSION}"
         ));
     }
-    let entry = match bincode::decode_from_slice::<Entry, _>(body, config()) {
+    let layout = crate::codec::Layout {
+        scoring_lexical: version >= 3,
+    };
+    let entry = match bincode::decode_from_slice_with_context::<_, Entry, _>(body, config(), layout)
+    {
         Ok((entry, used)) if used == body.len() => entry,
         Ok((_, used)) => {
             return Err(format!(
@@ -368,6 +378,46 @@ mod tests {
             ids: vec!["not-an-id".into()],
         };
         assert!(decode(&encode(&bad)).is_err());
+    }
+
+    #[test]
+    fn version_2_entries_decode_with_the_legacy_lexical_weight() {
+        let scoring = crate::codec::ScoringRecord {
+            types: [(0.9, 7.0, 0.3), (1.0, 365.0, 0.7), (1.0, 90.0, 0.5)],
+            frequency_saturation: 5.0,
+            access_half_life_days: 30.0,
+            weights: [0.5, 0.2, 0.3],
+            context_shift: 0.1,
+            lexical_weight: 1.25,
+        };
+        let entry = Entry {
+            agent: "bot".into(),
+            mutation: Mutation::Configure(Configure {
+                config: AgentConfigRecord {
+                    embedder: "client".into(),
+                    dim: 4,
+                    calibration: (0.2, 8.0),
+                    scoring,
+                },
+                vectors: None,
+            }),
+        };
+        let v3 = encode(&entry);
+        assert_eq!(decode(&v3).unwrap(), entry);
+        // Version 2 wrote the same record without the trailing lexical weight.
+        let tail = [0.1f32.to_le_bytes(), 1.25f32.to_le_bytes()].concat();
+        let at = v3.windows(8).position(|w| w == tail.as_slice()).unwrap();
+        let mut v2 = v3.clone();
+        v2.drain(at + 4..at + 8);
+        v2[0] = 2;
+        let Mutation::Configure(old) = decode(&v2).unwrap().mutation else {
+            panic!("not a configure")
+        };
+        assert_eq!(
+            old.config.scoring.lexical_weight,
+            crate::codec::LEGACY_LEXICAL_WEIGHT
+        );
+        assert_eq!(old.config.scoring.context_shift, 0.1);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Reads: recall (plan, fetch a similarity window, re-rank by confidence), inject-context,
 //! get, list and stats. Reads take only the agent's read locks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use mneme_index::{Filter, Hit};
-use mneme_scoring::{MemoryType, Scored, rank, score, window_is_exact};
+use mneme_scoring::{MemoryType, Scored, evidence, rank, score_hybrid, window_is_exact};
 
 use crate::agent::{Agent, AgentState};
 use crate::engine::{Engine, Inner, Touch};
@@ -95,8 +95,13 @@ impl Inner {
         }
     }
 
-    /// Ranked, scored results for `q` (before `min_confidence` and `top_k`), plus the state
-    /// lock so callers can build memories without another lookup.
+    /// Ranked, scored results for `q` (before `min_confidence` and `top_k`).
+    ///
+    /// Candidates are the union of a similarity window (the vector index) and a lexical
+    /// window (BM25 over the query's words); each candidate gets both signals exactly. The
+    /// windows widen until the ranking is provably the ranking of everything: no memory
+    /// outside both windows (cosine ≤ the window's last, lexical ≤ the lexical window's
+    /// last) can reach the k-th confidence.
     fn ranked(
         &self,
         agent: &Agent,
@@ -104,7 +109,19 @@ impl Inner {
         top_k: usize,
         now: i64,
     ) -> Result<Vec<(u64, f32, Scored)>> {
-        let query = self.query_vector(agent, q)?;
+        let mut query = self.query_vector(agent, q)?;
+        let field = if q.vector.is_some() {
+            "vector"
+        } else {
+            "query"
+        };
+        mneme_index::distance::normalize(&mut query)
+            .map_err(|e| Error::invalid(field, e.to_string()))?;
+        let terms = if q.query.is_empty() {
+            Vec::new()
+        } else {
+            mneme_embed::analyze(&q.query)
+        };
         let state = agent.state.read();
         let index = agent.index.read();
         let scope = &q.scope;
@@ -124,43 +141,70 @@ impl Inner {
             }
         };
         let config = &state.config;
+        let lexical = state.lexical.prepare(&terms);
+        let hybrid = config.scoring.lexical_weight > 0.0 && !lexical.is_empty();
         let factor = self.config.recall_window_factor.max(4);
         let mut window = (top_k * factor).min(self.config.recall_window_max.max(top_k));
         loop {
-            let hits: Vec<Hit> = index.search(&query, window, filter).map_err(|e| {
-                Error::invalid(
-                    if q.vector.is_some() {
-                        "vector"
-                    } else {
-                        "query"
-                    },
-                    e.to_string(),
-                )
-            })?;
-            let mut scored: Vec<(u64, f32, Scored)> = hits
-                .iter()
-                .map(|h| {
-                    let m = &state.memories[&h.key];
-                    (
-                        h.key,
-                        h.score,
-                        score(
-                            &config.scoring,
-                            &config.calibration,
-                            h.score,
-                            &m.signals(),
-                            now,
-                        ),
-                    )
+            let hits: Vec<Hit> = index
+                .search(&query, window, filter)
+                .map_err(|e| Error::invalid(field, e.to_string()))?;
+            let lexical_hits = if hybrid {
+                state.lexical.search(&lexical, window, &visible)
+            } else {
+                Vec::new()
+            };
+            let mut candidates: HashMap<u64, (f32, f32)> =
+                HashMap::with_capacity(hits.len() + lexical_hits.len());
+            for h in &hits {
+                // Reported even when it does not count (lexical_weight 0): the explanation.
+                let lex = if lexical.is_empty() {
+                    0.0
+                } else {
+                    state.lexical.score(&lexical, h.key)
+                };
+                candidates.insert(h.key, (h.score, lex));
+            }
+            for &(key, lex) in &lexical_hits {
+                if let Some(v) = index.get(key) {
+                    candidates
+                        .entry(key)
+                        .or_insert_with(|| (mneme_index::distance::dot(&query, v), lex));
+                }
+            }
+            let mut ranked: Vec<((u64, f32), Scored)> = candidates
+                .into_iter()
+                .filter_map(|(key, (cos, lex))| {
+                    let m = state.memories.get(&key)?;
+                    let s = score_hybrid(
+                        &config.scoring,
+                        &config.calibration,
+                        cos,
+                        lex,
+                        &m.signals(),
+                        now,
+                    );
+                    Some(((key, cos), s))
                 })
                 .collect();
-            let mut ranked: Vec<((u64, f32), Scored)> =
-                scored.drain(..).map(|(k, c, s)| ((k, c), s)).collect();
+            // Equal confidences rank by key (creation order): the same on every run.
+            ranked.sort_by_key(|((key, _), _)| *key);
             rank(&mut ranked);
-            let exhausted = hits.len() < window;
+            let lexical_exhausted = lexical_hits.len() < window;
+            let exhausted = hits.len() < window && lexical_exhausted;
+            let best_excluded = |last_cos: f32| {
+                let lex_bound = if lexical_exhausted {
+                    0.0
+                } else {
+                    lexical_hits.last().map_or(0.0, |h| h.1)
+                };
+                config
+                    .calibration
+                    .relevance(evidence(&config.scoring, last_cos, lex_bound))
+            };
             let proven = match (ranked.get(top_k.saturating_sub(1)), hits.last()) {
                 (Some((_, kth)), Some(last)) => {
-                    window_is_exact(kth.confidence, config.calibration.relevance(last.score))
+                    window_is_exact(kth.confidence, best_excluded(last.score))
                 }
                 _ => true,
             };
@@ -195,7 +239,9 @@ impl Inner {
 
 impl Engine {
     /// The most relevant memories for a query, ranked by confidence, each with its
-    /// explanation. Returned memories count as accessed (recorded durably in the background).
+    /// explanation. Being returned is not being used: only with `q.mark_used` (or a later
+    /// [`Engine::mark_used`]) do the results count as accessed, so recall does not feed on
+    /// itself.
     pub fn recall(&self, agent_id: &str, q: &RecallQuery) -> Result<Vec<Recalled>> {
         limits::check_agent_id(agent_id)?;
         let top_k = check_recall(q)?;
@@ -215,7 +261,7 @@ impl Engine {
             .map(|(key, cos, s)| inner.recalled(&agent, &state, key, cos, s, q.include_vectors))
             .collect();
         drop(state);
-        if !out.is_empty() {
+        if q.mark_used && !out.is_empty() {
             inner.queue_touch(Touch {
                 agent: agent_id.to_owned(),
                 ids: out.iter().map(|r| r.memory.id.clone()).collect(),

@@ -32,8 +32,9 @@ use crate::error::{Error, Result};
 const MAGIC: [u8; 8] = *b"MNMAGNT\x01";
 const TRAILER_MAGIC: [u8; 8] = *b"MNMAGEND";
 /// Version of the agent snapshot layout.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
-/// The oldest layout this build reads (version 1 has no request ids).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// The oldest layout this build reads (version 1 has no request ids; versions before 3 no
+/// lexical weight in the scoring).
 pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_BYTES: usize = 64;
 const BLOCK_HEADER_BYTES: usize = 16;
@@ -53,6 +54,7 @@ pub(crate) fn agent_of_tag(tag: &[u8]) -> Option<&str> {
 }
 
 #[derive(Debug, bincode::Encode, bincode::Decode)]
+#[bincode(decode_context = "codec::Layout")]
 struct Meta {
     agent: String,
     config: AgentConfigRecord,
@@ -62,6 +64,7 @@ struct Meta {
 
 /// [`Meta`] of version 1 snapshots.
 #[derive(Debug, bincode::Encode, bincode::Decode)]
+#[bincode(decode_context = "codec::Layout")]
 struct MetaV1 {
     agent: String,
     config: AgentConfigRecord,
@@ -312,8 +315,11 @@ pub(crate) fn load(
         ));
     }
     let meta_bytes = c.take(meta_len).map_err(|r| at(&c, r))?;
+    let layout = codec::Layout {
+        scoring_lexical: version >= 3,
+    };
     let decoded = if version == 1 {
-        codec::decode_prefix::<MetaV1>(meta_bytes).map(|(m, used)| {
+        codec::decode_prefix_in::<MetaV1>(meta_bytes, layout).map(|(m, used)| {
             let meta = Meta {
                 agent: m.agent,
                 config: m.config,
@@ -322,7 +328,7 @@ pub(crate) fn load(
             (meta, used)
         })
     } else {
-        codec::decode_prefix::<Meta>(meta_bytes)
+        codec::decode_prefix_in::<Meta>(meta_bytes, layout)
     };
     let meta: Meta = match decoded {
         Ok((meta, used)) if used == meta_len => meta,

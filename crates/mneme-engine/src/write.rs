@@ -272,6 +272,57 @@ impl Engine {
         }
     }
 
+    /// Counts memories as used by the caller (the feedback that reinforces them: frequency
+    /// rewards use, not being shown). Durable when it returns; returns how many of the ids
+    /// exist. A repeated id counts once per call.
+    pub fn mark_used(&self, agent_id: &str, ids: &[String]) -> Result<u64> {
+        limits::check_agent_id(agent_id)?;
+        if ids.len() > limits::MARK_USED_IDS_MAX {
+            return Err(Error::invalid(
+                "ids",
+                format!(
+                    "has {} ids, the limit is {}",
+                    ids.len(),
+                    limits::MARK_USED_IDS_MAX
+                ),
+            ));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            limits::check_memory_id(&format!("ids[{i}]"), id)?;
+        }
+        let Some(agent) = self.inner.agent(agent_id) else {
+            return Ok(0);
+        };
+        let now = self.inner.now_ms();
+        let mut distinct: Vec<&String> = ids.iter().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let found = {
+            let state = agent.state.read();
+            distinct
+                .iter()
+                .filter(|id| {
+                    state
+                        .key_of(id)
+                        .and_then(|k| state.memories.get(&k))
+                        .is_some_and(|m| !m.expired(now))
+                })
+                .count() as u64
+        };
+        if found == 0 {
+            return Ok(0);
+        }
+        let entry = Entry {
+            agent: agent_id.to_owned(),
+            mutation: Mutation::Touch {
+                at_ms: now,
+                hits: distinct.into_iter().map(|id| (id.clone(), 1)).collect(),
+            },
+        };
+        accepted(self.submit(entry)?)?;
+        Ok(found)
+    }
+
     /// Deletes memories by id; returns how many existed.
     pub fn forget(&self, agent_id: &str, ids: &[String]) -> Result<u64> {
         limits::check_agent_id(agent_id)?;

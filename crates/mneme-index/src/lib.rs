@@ -27,6 +27,7 @@ pub mod distance;
 mod flat;
 mod graph;
 mod hnsw;
+pub mod lexical;
 mod native;
 mod snapshot;
 pub mod synthetic;
@@ -38,6 +39,7 @@ pub use collection::{
 pub use flat::FlatIndex;
 pub use graph::{Graph, GraphKind};
 pub use hnsw::{HnswGraph, HnswParams};
+pub use lexical::{LexicalIndex, PreparedQuery};
 pub use native::{NATIVE_LEVELS_MAX, NATIVE_M_MAX, NATIVE_POINTS_MAX, NativeGraph};
 pub use snapshot::{LABEL_BYTES_MAX, SnapshotError, panic_is_caught_here};
 pub use topk::{Hit, TopK};

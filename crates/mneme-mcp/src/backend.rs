@@ -95,6 +95,7 @@ fn recalled(r: pb::RecalledMemory) -> Recalled {
             frequency: s.frequency,
             importance: s.importance,
             type_weight: s.type_weight,
+            lexical: s.lexical,
         },
     }
 }
@@ -235,6 +236,29 @@ impl Backend {
                     .map_err(status_error)?
                     .into_inner()
                     .forgotten)
+            }
+        }
+    }
+
+    /// Counts memories as used (the feedback that reinforces them).
+    pub async fn mark_used(&self, agent: &str, ids: Vec<String>) -> Result<u64, Failure> {
+        match self {
+            Self::Embedded(engine) => {
+                let agent = agent.to_owned();
+                blocking(engine, move |e| e.mark_used(&agent, &ids)).await
+            }
+            Self::Remote { client, .. } => {
+                let request = self.request(pb::MarkUsedRequest {
+                    agent_id: agent.to_owned(),
+                    ids,
+                })?;
+                Ok(client
+                    .clone()
+                    .mark_used(request)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .marked)
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Mneme as an MCP server: five memory tools (`remember`, `recall`, `get_context`, `forget`,
-//! `list_memories`) for one agent, over stdio (what desktop clients launch) or streamable
+//! Mneme as an MCP server: six memory tools (`remember`, `recall`, `get_context`,
+//! `mark_used`, `forget`, `list_memories`) for one agent, over stdio (what desktop clients launch) or streamable
 //! HTTP (for remote agents), backed by an embedded engine on a local data directory or by
 //! a remote `mneme serve`.
 //!

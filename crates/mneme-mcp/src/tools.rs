@@ -88,6 +88,14 @@ pub struct ForgetArgs {
     pub ids: Vec<String>,
 }
 
+/// Arguments of `mark_used`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkUsedArgs {
+    /// Ids of the memories you actually relied on (as `recall` shows them).
+    pub ids: Vec<String>,
+}
+
 /// Arguments of `list_memories`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +240,22 @@ impl MemoryTools {
         }
         let n = self.backend.forget(&self.agent, args.ids).await?;
         Ok(format!("Forgot {n} memories."))
+    }
+
+    #[tool(
+        description = "Say which recalled memories you actually used (relied on in your answer \
+                       or action): used memories rank higher later. Being recalled alone does \
+                       not count."
+    )]
+    async fn mark_used(
+        &self,
+        Parameters(args): Parameters<MarkUsedArgs>,
+    ) -> Result<String, Failure> {
+        if args.ids.is_empty() {
+            return Err("ids: give at least one memory id".into());
+        }
+        let n = self.backend.mark_used(&self.agent, args.ids).await?;
+        Ok(format!("Marked {n} memories used."))
     }
 
     #[tool(

@@ -20,8 +20,10 @@ mod params;
 mod score;
 
 pub use calibration::{Calibration, fit_calibration};
-pub use params::{ScoringParams, TypeParams};
-pub use score::{MemorySignals, ScoreBreakdown, Scored, rank, score, window_is_exact};
+pub use params::{LEXICAL_WEIGHT_DEFAULT, LEXICAL_WEIGHT_MAX, ScoringParams, TypeParams};
+pub use score::{
+    MemorySignals, ScoreBreakdown, Scored, evidence, rank, score, score_hybrid, window_is_exact,
+};
 
 /// What kind of memory this is; it decides the decay curve and the type weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

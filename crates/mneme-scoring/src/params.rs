@@ -35,7 +35,16 @@ pub struct ScoringParams {
     pub importance_weight: f32,
     /// Most cosine a memory can lose to poor context (stale, unimportant, never used).
     pub context_shift: f32,
+    /// Cosine a full lexical match is worth (0: semantic similarity alone).
+    pub lexical_weight: f32,
 }
+
+/// The default [`ScoringParams::lexical_weight`], measured on the evaluation sets in
+/// BENCHMARKS.md ("Recall quality").
+pub const LEXICAL_WEIGHT_DEFAULT: f32 = 0.5;
+
+/// Largest [`ScoringParams::lexical_weight`] accepted.
+pub const LEXICAL_WEIGHT_MAX: f32 = 2.0;
 
 impl Default for ScoringParams {
     fn default() -> Self {
@@ -61,6 +70,7 @@ impl Default for ScoringParams {
             frequency_weight: 0.2,
             importance_weight: 0.3,
             context_shift: 0.1,
+            lexical_weight: LEXICAL_WEIGHT_DEFAULT,
         }
     }
 }
@@ -116,6 +126,12 @@ impl ScoringParams {
             return Err((
                 "recency_weight + frequency_weight + importance_weight".into(),
                 format!("must sum to 1, not {sum}"),
+            ));
+        }
+        if !(0.0..=LEXICAL_WEIGHT_MAX).contains(&self.lexical_weight) {
+            return Err((
+                "lexical_weight".into(),
+                format!("must be in [0, {LEXICAL_WEIGHT_MAX}]"),
             ));
         }
         if self.frequency_saturation.is_nan() || self.frequency_saturation <= 0.0 {

@@ -1,13 +1,18 @@
 //! The confidence formula and its explanation.
 //!
 //! ```text
-//! relevance  = calibration(cosine)                                  in [0, 1]
+//! evidence   = cosine + lexical_weight · lexical                    (lexical: BM25 in [0, 1])
+//! relevance  = calibration(evidence)                                in [0, 1]
 //! recency    = 1 if pinned, else floor + (1 − floor) · 2^(−age / half_life)
 //! frequency  = (1 − e^(−count / saturation)) · (½ + ½ · 2^(−since_access / access_half_life))
 //! context    = w_r · recency + w_f · frequency + w_i · importance   (weights sum to 1)
 //! shift      = context_shift · (1 − context)                        in [0, context_shift]
-//! confidence = type_weight · calibration(cosine − shift)
+//! confidence = type_weight · calibration(evidence − shift)
 //! ```
+//! Lexical evidence (the query's words, stemmed, in the memory; see `mneme-index`'s
+//! `lexical`) counts in cosine units too: a memory with every query word is treated as if it
+//! were `lexical_weight` more similar. Both signals enter one calibrated curve, so the fused
+//! confidence is increasing in each and the re-ranking certificate still holds.
 //! Context acts in cosine units: a stale, unimportant, never-used memory is treated as if
 //! it were at most `context_shift` (default 0.1) less similar. So context reorders
 //! near-ties but never lets a loosely related memory overtake a much closer one of the same
@@ -55,8 +60,10 @@ impl MemorySignals {
 /// The explanation of a confidence: every component that entered the formula.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ScoreBreakdown {
-    /// Calibrated similarity (relevance of the raw cosine, before context) in [0, 1].
+    /// Calibrated similarity (relevance of the raw cosine alone, before context) in [0, 1].
     pub similarity: f32,
+    /// Lexical match (normalised BM25 of the query's words in the memory) in [0, 1].
+    pub lexical: f32,
     /// Recency in [decay floor, 1].
     pub recency: f32,
     /// Access-frequency reinforcement in [0, 1].
@@ -111,7 +118,7 @@ pub fn frequency(params: &ScoringParams, memory: &MemorySignals, now_ms: i64) ->
     unit((count * (0.5 + 0.5 * fresh)) as f32)
 }
 
-/// Scores one candidate with raw `cosine` similarity to the query.
+/// Scores one candidate with raw `cosine` similarity to the query and no lexical evidence.
 pub fn score(
     params: &ScoringParams,
     calibration: &Calibration,
@@ -119,8 +126,31 @@ pub fn score(
     memory: &MemorySignals,
     now_ms: i64,
 ) -> Scored {
+    score_hybrid(params, calibration, cosine, 0.0, memory, now_ms)
+}
+
+/// The evidence (in cosine units) of a `cosine` and a `lexical` score in [0, 1].
+pub fn evidence(params: &ScoringParams, cosine: f32, lexical: f32) -> f32 {
+    let lexical = unit(lexical);
+    if lexical == 0.0 {
+        return cosine;
+    }
+    cosine + params.lexical_weight.max(0.0) * lexical
+}
+
+/// Scores one candidate with raw `cosine` similarity and a `lexical` match in [0, 1].
+pub fn score_hybrid(
+    params: &ScoringParams,
+    calibration: &Calibration,
+    cosine: f32,
+    lexical: f32,
+    memory: &MemorySignals,
+    now_ms: i64,
+) -> Scored {
+    let evidence = evidence(params, cosine, lexical);
     let scores = ScoreBreakdown {
         similarity: calibration.relevance(cosine),
+        lexical: unit(lexical),
         recency: recency(params, memory, now_ms),
         frequency: frequency(params, memory, now_ms),
         importance: unit(memory.importance),
@@ -132,7 +162,7 @@ pub fn score(
             + params.importance_weight * scores.importance,
     );
     let shift = unit(params.context_shift) * (1.0 - context);
-    let confidence = unit(scores.type_weight * calibration.relevance(cosine - shift));
+    let confidence = unit(scores.type_weight * calibration.relevance(evidence - shift));
     Scored { confidence, scores }
 }
 
@@ -198,6 +228,17 @@ mod tests {
                 prop_assert!((0.0..=1.0).contains(&v), "{s:?}");
             }
             prop_assert!(s.confidence <= s.scores.similarity);
+        }
+
+        #[test]
+        fn lexical_evidence_only_raises_confidence_and_is_bounded(m in any_memory(), cos in -1.0f32..1.0, a in 0.0f32..=1.0, b in 0.0f32..=1.0) {
+            let p = ScoringParams::default();
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let s_lo = score_hybrid(&p, &Calibration::MINILM, cos, lo, &m, NOW);
+            let s_hi = score_hybrid(&p, &Calibration::MINILM, cos, hi, &m, NOW);
+            prop_assert!(s_lo.confidence <= s_hi.confidence);
+            prop_assert!(s_hi.confidence <= Calibration::MINILM.relevance(evidence(&p, cos, hi)) + 1e-6);
+            prop_assert_eq!(score_hybrid(&p, &Calibration::MINILM, cos, 0.0, &m, NOW), score(&p, &Calibration::MINILM, cos, &m, NOW));
         }
 
         #[test]

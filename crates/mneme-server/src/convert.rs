@@ -150,6 +150,8 @@ pub struct RecallFields {
     pub metadata: std::collections::HashMap<String, String>,
     /// Return vectors.
     pub include_vectors: bool,
+    /// Count the results as used.
+    pub mark_used: bool,
 }
 
 /// Wire recall fields → engine query.
@@ -166,6 +168,7 @@ pub fn recall_query(f: RecallFields) -> Result<engine::RecallQuery, Status> {
         },
         min_confidence: f.min_confidence,
         include_vectors: f.include_vectors,
+        mark_used: f.mark_used,
     })
 }
 
@@ -181,6 +184,7 @@ pub fn recalled(r: engine::Recalled) -> pb::RecalledMemory {
             frequency: r.scores.frequency,
             importance: r.scores.importance,
             type_weight: r.scores.type_weight,
+            lexical: r.scores.lexical,
         }),
     }
 }
@@ -248,5 +252,6 @@ pub fn scoring(p: pb::ScoringParameters) -> engine::ScoringParams {
         frequency_weight: p.frequency_weight,
         importance_weight: p.importance_weight,
         context_shift: p.context_shift,
+        lexical_weight: p.lexical_weight.unwrap_or(d.lexical_weight),
     }
 }

@@ -131,6 +131,7 @@ macro_rules! recall_fields {
             min_confidence: $r.min_confidence,
             metadata: $r.metadata,
             include_vectors: $r.include_vectors,
+            mark_used: $r.mark_used,
         }
     };
 }
@@ -334,6 +335,22 @@ impl MemoryService for MemoryApi {
                 .blocking(permit, move |e| e.forget(&r.agent_id, &r.ids))
                 .await?;
             Ok(Response::new(pb::ForgetResponse { forgotten }))
+        })
+        .await
+    }
+
+    async fn mark_used(
+        &self,
+        request: Request<pb::MarkUsedRequest>,
+    ) -> Result<Response<pb::MarkUsedResponse>, Status> {
+        let s = &self.0;
+        s.timed("MarkUsed", async {
+            let permit = s.admit(&request, |r| &r.agent_id)?;
+            let r = request.into_inner();
+            let marked = s
+                .blocking(permit, move |e| e.mark_used(&r.agent_id, &r.ids))
+                .await?;
+            Ok(Response::new(pb::MarkUsedResponse { marked }))
         })
         .await
     }

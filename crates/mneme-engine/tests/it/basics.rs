@@ -131,7 +131,7 @@ fn remember_recall_get_list_update_forget_and_stats() {
 }
 
 #[test]
-fn recall_counts_as_access_and_the_count_is_durable() {
+fn only_use_counts_as_access_and_the_count_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let engine = open(dir.path(), &clock);
@@ -139,21 +139,96 @@ fn recall_counts_as_access_and_the_count_is_durable() {
         .remember("bot", text("Standup is at 9:30"))
         .unwrap()
         .memory;
+    let count = |engine: &mneme_engine::Engine| {
+        let got = engine.get("bot", &m.id, false).unwrap().unwrap();
+        (got.access_count, got.last_accessed_at_ms)
+    };
+    // Being shown is not being used.
     engine.recall("bot", &query("when is standup")).unwrap();
-    engine.recall("bot", &query("standup time")).unwrap();
     engine.flush().unwrap();
-    assert_eq!(
-        engine
-            .get("bot", &m.id, false)
-            .unwrap()
-            .unwrap()
-            .access_count,
-        2
-    );
+    assert_eq!(count(&engine), (0, 0));
+    // Used: once by flag, once by an explicit call (durable when it returns).
+    let used = RecallQuery {
+        mark_used: true,
+        ..query("standup time")
+    };
+    engine.recall("bot", &used).unwrap();
+    engine.flush().unwrap();
+    let ids = vec![
+        m.id.clone(),
+        m.id.clone(),
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+    ];
+    assert_eq!(engine.mark_used("bot", &ids).unwrap(), 1);
+    assert_eq!(engine.mark_used("nobody", &ids).unwrap(), 0);
+    assert_eq!(count(&engine), (2, T0));
+    let too_many = vec![m.id.clone(); mneme_engine::limits::MARK_USED_IDS_MAX + 1];
+    assert!(matches!(
+        engine.mark_used("bot", &too_many),
+        Err(Error::InvalidArgument { .. })
+    ));
     drop(engine);
     let engine = open(dir.path(), &clock);
-    let got = engine.get("bot", &m.id, false).unwrap().unwrap();
-    assert_eq!((got.access_count, got.last_accessed_at_ms), (2, T0));
+    assert_eq!(count(&engine), (2, T0));
+}
+
+#[test]
+fn recall_fuses_words_and_meaning_and_explains_the_lexical_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(dir.path(), &clock);
+    let target = engine
+        .remember("bot", text("The invoice for order 7731 is overdue"))
+        .unwrap()
+        .memory;
+    for filler in [
+        "User prefers formal tone",
+        "The payment reminder was sent yesterday",
+        "Billing questions go to the finance team",
+        "Order status can be checked in the portal",
+    ] {
+        engine.remember("bot", text(filler)).unwrap();
+    }
+    let hits = engine
+        .recall("bot", &query("overdue invoice 7731"))
+        .unwrap();
+    assert_eq!(hits[0].memory.id, target.id);
+    assert!(hits[0].scores.lexical > 0.5, "{:?}", hits[0].scores);
+    assert!(
+        hits[1..]
+            .iter()
+            .all(|h| h.scores.lexical < hits[0].scores.lexical)
+    );
+    // With the lexical weight at 0 the breakdown still reports the match, but it no longer
+    // counts: confidence is the semantic one.
+    engine
+        .configure_agent(
+            "bot",
+            AgentSettings {
+                scoring: Some(mneme_engine::ScoringParams {
+                    lexical_weight: 0.0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &|_, _| {},
+        )
+        .unwrap();
+    let semantic = engine
+        .recall("bot", &query("overdue invoice 7731"))
+        .unwrap();
+    let same = semantic.iter().find(|h| h.memory.id == target.id).unwrap();
+    assert!(same.confidence < hits[0].confidence);
+    // And it survives a restart (the lexical index is rebuilt from the memories; the weight
+    // is in the log).
+    drop(engine);
+    let engine = open(dir.path(), &clock);
+    let again = engine
+        .recall("bot", &query("overdue invoice 7731"))
+        .unwrap();
+    let after = again.iter().find(|h| h.memory.id == target.id).unwrap();
+    assert_eq!(after.confidence, same.confidence);
+    assert!(after.scores.lexical > 0.5);
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub fn scoring_record(p: &ScoringParams) -> ScoringRecord {
         access_half_life_days: p.access_half_life_days,
         weights: [p.recency_weight, p.frequency_weight, p.importance_weight],
         context_shift: p.context_shift,
+        lexical_weight: p.lexical_weight,
     }
 }
 

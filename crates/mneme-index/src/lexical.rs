@@ -1,0 +1,309 @@
+//! One agent's lexical index: BM25 over hashed terms, scored in [0, 1].
+//!
+//! Terms arrive already analyzed (`mneme-embed`'s analyzer), as 64-bit hashes. Postings are
+//! append-only lists of `(key, generation, tf)`; a document's current generation lives in
+//! its entry, so removing or re-inserting a document leaves stale postings that searches
+//! skip, and a compaction rewrites the lists once stale postings outnumber live ones.
+//!
+//! ```text
+//! idf(t)   = ln(1 + (N − df + ½) / (df + ½))
+//! bm25     = Σ_t∈q∩d idf(t) · tf · (k1 + 1) / (tf + k1 · (1 − b + b · len / avg_len))
+//! score    = min(1, bm25 / Σ_t∈q idf(t))                in [0, 1]
+//! ```
+//! The normaliser is what a document of average length holding every query term once
+//! scores, so a score means the same across queries and agents: about the share of the
+//! query's (idf-weighted) words the memory has; 1 is all of them, 0 none.
+
+use std::collections::HashMap;
+
+/// BM25's term-frequency saturation.
+pub const BM25_K1: f32 = 1.2;
+/// BM25's length normalisation.
+pub const BM25_B: f32 = 0.75;
+
+#[derive(Debug, Clone)]
+struct Doc {
+    generation: u32,
+    len: u32,
+    /// Distinct terms and their frequencies, sorted by term.
+    terms: Box<[(u64, u32)]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    key: u64,
+    generation: u32,
+    tf: u32,
+}
+
+/// BM25 over one agent's memories.
+#[derive(Debug, Clone, Default)]
+pub struct LexicalIndex {
+    docs: HashMap<u64, Doc>,
+    postings: HashMap<u64, Vec<Posting>>,
+    /// Live documents containing each term.
+    df: HashMap<u64, u32>,
+    total_len: u64,
+    next_generation: u32,
+    live_postings: usize,
+    stale_postings: usize,
+}
+
+impl LexicalIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Documents indexed.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// True when nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Indexes `key` with `terms` (repeats are term frequencies), replacing what it had.
+    pub fn insert(&mut self, key: u64, terms: &[u64]) {
+        self.remove(key);
+        let mut sorted = terms.to_vec();
+        sorted.sort_unstable();
+        let mut distinct: Vec<(u64, u32)> = Vec::new();
+        for t in sorted {
+            match distinct.last_mut() {
+                Some((last, n)) if *last == t => *n += 1,
+                _ => distinct.push((t, 1)),
+            }
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        for &(term, tf) in &distinct {
+            self.postings.entry(term).or_default().push(Posting {
+                key,
+                generation,
+                tf,
+            });
+            *self.df.entry(term).or_default() += 1;
+        }
+        self.live_postings += distinct.len();
+        self.total_len += terms.len() as u64;
+        self.docs.insert(
+            key,
+            Doc {
+                generation,
+                len: terms.len() as u32,
+                terms: distinct.into_boxed_slice(),
+            },
+        );
+    }
+
+    /// Forgets `key` (its postings go stale).
+    pub fn remove(&mut self, key: u64) {
+        let Some(doc) = self.docs.remove(&key) else {
+            return;
+        };
+        for (term, _) in doc.terms.iter() {
+            if let Some(n) = self.df.get_mut(term) {
+                *n -= 1;
+                if *n == 0 {
+                    self.df.remove(term);
+                }
+            }
+        }
+        self.total_len -= u64::from(doc.len);
+        self.live_postings -= doc.terms.len();
+        self.stale_postings += doc.terms.len();
+        if self.stale_postings > self.live_postings.max(1024) {
+            self.compact();
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        *self = Self {
+            next_generation: self.next_generation,
+            ..Self::default()
+        };
+    }
+
+    fn compact(&mut self) {
+        let docs = &self.docs;
+        self.postings.retain(|_, list| {
+            list.retain(|p| {
+                docs.get(&p.key)
+                    .is_some_and(|d| d.generation == p.generation)
+            });
+            list.shrink_to_fit();
+            !list.is_empty()
+        });
+        self.stale_postings = 0;
+    }
+
+    /// The query's distinct terms with their idf, and the normaliser (what an average-length
+    /// document with each term once scores). Terms no document has are dropped.
+    pub fn prepare(&self, query_terms: &[u64]) -> PreparedQuery {
+        let n = self.docs.len() as f32;
+        let mut terms: Vec<u64> = query_terms.to_vec();
+        terms.sort_unstable();
+        terms.dedup();
+        let mut max = 0.0f32;
+        let weighted: Vec<(u64, f32)> = terms
+            .into_iter()
+            .filter_map(|t| {
+                let df = *self.df.get(&t)? as f32;
+                let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                max += idf;
+                Some((t, idf))
+            })
+            .collect();
+        PreparedQuery {
+            terms: weighted,
+            max,
+            avg_len: if self.docs.is_empty() {
+                1.0
+            } else {
+                self.total_len as f32 / n
+            },
+        }
+    }
+
+    fn term_score(&self, q: &PreparedQuery, idf: f32, tf: u32, len: u32) -> f32 {
+        let tf = tf as f32;
+        let norm = 1.0 - BM25_B + BM25_B * len as f32 / q.avg_len.max(f32::MIN_POSITIVE);
+        idf * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * norm)
+    }
+
+    /// The normalised score of one document (0 when absent or nothing matches).
+    pub fn score(&self, q: &PreparedQuery, key: u64) -> f32 {
+        if q.max <= 0.0 {
+            return 0.0;
+        }
+        let Some(doc) = self.docs.get(&key) else {
+            return 0.0;
+        };
+        let mut s = 0.0;
+        for &(term, idf) in &q.terms {
+            if let Ok(i) = doc.terms.binary_search_by_key(&term, |(t, _)| *t) {
+                s += self.term_score(q, idf, doc.terms[i].1, doc.len);
+            }
+        }
+        (s / q.max).clamp(0.0, 1.0)
+    }
+
+    /// The `k` best documents `accept` lets through, best first, with normalised scores
+    /// (only documents sharing at least one term).
+    pub fn search(
+        &self,
+        q: &PreparedQuery,
+        k: usize,
+        accept: &dyn Fn(u64) -> bool,
+    ) -> Vec<(u64, f32)> {
+        if q.max <= 0.0 || k == 0 {
+            return Vec::new();
+        }
+        let mut acc: HashMap<u64, f32> = HashMap::new();
+        for &(term, idf) in &q.terms {
+            let Some(list) = self.postings.get(&term) else {
+                continue;
+            };
+            for p in list {
+                let Some(doc) = self.docs.get(&p.key) else {
+                    continue;
+                };
+                if doc.generation != p.generation {
+                    continue;
+                }
+                *acc.entry(p.key).or_default() += self.term_score(q, idf, p.tf, doc.len);
+            }
+        }
+        let mut hits: Vec<(u64, f32)> = acc
+            .into_iter()
+            .filter(|(key, _)| accept(*key))
+            .map(|(key, s)| (key, (s / q.max).clamp(0.0, 1.0)))
+            .collect();
+        let by_score = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if hits.len() > k {
+            hits.select_nth_unstable_by(k - 1, by_score);
+            hits.truncate(k);
+        }
+        hits.sort_unstable_by(by_score);
+        hits
+    }
+}
+
+/// A query ready to score: its distinct known terms with idf, and its normaliser.
+#[derive(Debug, Clone, Default)]
+pub struct PreparedQuery {
+    terms: Vec<(u64, f32)>,
+    max: f32,
+    avg_len: f32,
+}
+
+impl PreparedQuery {
+    /// True when no query term occurs in the agent (every score is 0).
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(docs: &[&[u64]]) -> LexicalIndex {
+        let mut ix = LexicalIndex::new();
+        for (k, d) in docs.iter().enumerate() {
+            ix.insert(k as u64, d);
+        }
+        ix
+    }
+
+    #[test]
+    fn rarer_terms_weigh_more_and_scores_stay_in_bounds() {
+        let ix = index(&[&[1, 2], &[1, 3], &[1, 4], &[5, 6]]);
+        let q = ix.prepare(&[1, 3]);
+        let hits = ix.search(&q, 10, &|_| true);
+        assert_eq!(hits[0].0, 1, "{hits:?}");
+        assert_eq!(hits.len(), 3);
+        assert!(hits.iter().all(|(_, s)| (0.0..=1.0).contains(s)));
+        assert_eq!(ix.score(&q, 3), 0.0);
+        assert!((ix.score(&q, 1) - hits[0].1).abs() < 1e-6);
+        assert!(ix.search(&ix.prepare(&[99]), 10, &|_| true).is_empty());
+    }
+
+    #[test]
+    fn removed_and_replaced_documents_never_match_stale_terms() {
+        let mut ix = index(&[&[1], &[1, 2], &[2]]);
+        ix.remove(1);
+        ix.insert(2, &[3]);
+        let q = ix.prepare(&[1, 2]);
+        let hits = ix.search(&q, 10, &|_| true);
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(ix.len(), 2);
+        ix.clear();
+        assert!(ix.is_empty() && ix.search(&ix.prepare(&[1]), 10, &|_| true).is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_live_postings() {
+        let mut ix = LexicalIndex::new();
+        for round in 0..5u64 {
+            for k in 0..1000u64 {
+                ix.insert(k, &[k % 7, 100 + round]);
+            }
+        }
+        for k in 0..500u64 {
+            ix.remove(k);
+        }
+        let q = ix.prepare(&[104]);
+        let hits = ix.search(&q, 2000, &|_| true);
+        assert_eq!(hits.len(), 500);
+        assert!(ix.search(&ix.prepare(&[100]), 10, &|_| true).is_empty());
+        let filtered = ix.search(&q, 2000, &|k| k % 2 == 0);
+        assert_eq!(filtered.len(), 250);
+        let top = ix.search(&q, 3, &|_| true);
+        assert_eq!(top.len(), 3);
+    }
+}
