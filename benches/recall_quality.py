@@ -44,7 +44,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "target" / "eval-data"
 TOP = 10
-WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]
+WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+# The default lexical weight of each embedder family (mneme_engine::scoring_of).
+FAMILY_WEIGHT = {"built-in static (default, centered)": 1.0,
+                 "built-in static as distributed": 1.0, "all-MiniLM-L6-v2": 0.5}
 
 
 # ---------------------------------------------------------------------------------- data
@@ -205,23 +208,38 @@ class Client:
         self.admin = mneme_pb2_grpc.AdminServiceStub(self.channel)
 
     def load(self, agent, texts):
+        """Stores `texts`; returns their ids in order (None for a text the embedder gives
+        no vector, e.g. only emoji: the server refuses it, the set drops it)."""
+        import grpc
+
         pb, ids = self.pb, []
-        for start in range(0, len(texts), 500):
-            items = [pb.RememberRequest(content=t, memory_type=pb.MEMORY_TYPE_SEMANTIC)
-                     for t in texts[start:start + 500]]
-            r = self.memory.RememberBatch(pb.RememberBatchRequest(agent_id=agent, items=items))
-            ids += [x.memory.id for x in r.results]
+        for start in range(0, len(texts), 100):
+            chunk = list(range(start, min(start + 100, len(texts))))
+            while True:
+                items = [pb.RememberRequest(content=texts[i], memory_type=pb.MEMORY_TYPE_SEMANTIC)
+                         for i in chunk]
+                try:
+                    r = self.memory.RememberBatch(pb.RememberBatchRequest(agent_id=agent, items=items))
+                    break
+                except grpc.RpcError as e:
+                    bad = re.match(r"items\[(\d+)\]\.vector: vector is all zeros", e.details() or "")
+                    if not bad:
+                        raise
+                    chunk.pop(int(bad.group(1)))
+            got = dict(zip(chunk, (x.memory.id for x in r.results)))
+            ids += [got.get(i) for i in range(start, min(start + 100, len(texts)))]
         return ids
 
     def configure(self, agent, lexical_weight=None, embedder=""):
+        """Sets the embedder and/or the lexical weight (other scoring at the defaults)."""
         pb = self.pb
-        scoring = pb.ScoringParameters(
-            frequency_saturation=5.0, access_half_life_days=30.0, recency_weight=0.5,
-            frequency_weight=0.2, importance_weight=0.3, context_shift=0.1)
+        request = pb.ConfigureAgentRequest(agent_id=agent, embedder=embedder)
         if lexical_weight is not None:
-            scoring.lexical_weight = lexical_weight
-        self.admin.ConfigureAgent(pb.ConfigureAgentRequest(
-            agent_id=agent, embedder=embedder, scoring=scoring), timeout=600)
+            request.scoring.CopyFrom(pb.ScoringParameters(
+                frequency_saturation=5.0, access_half_life_days=30.0, recency_weight=0.5,
+                frequency_weight=0.2, importance_weight=0.3, context_shift=0.1,
+                lexical_weight=lexical_weight))
+        self.admin.ConfigureAgent(request, timeout=600)
 
     def recall(self, agent, query, k=TOP, mark_used=False):
         r = self.memory.Recall(self.pb.RecallRequest(agent_id=agent, query=query, top_k=k,
@@ -306,12 +324,14 @@ def evaluate(client, data, embedder_label, embedder_id, log):
     if embedder_id:
         client.configure(agent, embedder=embedder_id)
     questions = data["questions"]
-    held = [(q, {ids[i] for i in rel}) for j, (q, rel) in enumerate(questions) if j % 2 == 1]
-    fit = [(q, {ids[i] for i in rel}) for j, (q, rel) in enumerate(questions) if j % 2 == 0]
+    held = [(q, {ids[i] for i in rel} - {None}) for j, (q, rel) in enumerate(questions) if j % 2 == 1]
+    fit = [(q, {ids[i] for i in rel} - {None}) for j, (q, rel) in enumerate(questions) if j % 2 == 0]
+    held = [(q, s) for q, s in held if s]
+    fit = [(q, s) for q, s in fit if s]
     rel = [s for _, s in held]
     bm25 = Bm25(data["memories"])
-    bm25_rank = [[ids[i] for i in bm25.top(q, 50)] for q, _ in held]
-    out = {"set": name, "embedder": embedder_label, "memories": len(set(ids)),
+    bm25_rank = [[ids[i] for i in bm25.top(q, 60) if ids[i] is not None][:50] for q, _ in held]
+    out = {"set": name, "embedder": embedder_label, "memories": len(set(ids) - {None}),
            "questions": len(held), "rankings": {}}
     out["rankings"]["BM25 alone"] = summarize(bm25_rank, rel)
     by_weight = {}
@@ -325,8 +345,13 @@ def evaluate(client, data, embedder_label, embedder_id, log):
     semantic = [[h[0] for h in r] for r in by_weight[0.0]]
     out["rankings"]["RRF(BM25, cosine)"] = summarize(
         [rrf(b, s) for b, s in zip(bm25_rank, semantic)], rel)
-    client.configure(agent, lexical_weight=None)
-    default = [client.recall(agent, q) for q, _ in held]
+    # Mneme as it comes: a fresh agent, never configured (but for the embedder).
+    fresh = f"{agent}-default"
+    fresh_ids = client.load(fresh, data["memories"])
+    if embedder_id:
+        client.configure(fresh, embedder=embedder_id)
+    to_main = {a: b for a, b in zip(fresh_ids, ids) if a is not None}
+    default = [[(to_main[h[0]],) + tuple(h[1:]) for h in client.recall(fresh, q)] for q, _ in held]
     out["rankings"]["Mneme default"] = summarize([[h[0] for h in r] for r in default], rel)
 
     # Calibration: every top-10 row of the default ranking.
@@ -350,7 +375,7 @@ def evaluate(client, data, embedder_label, embedder_id, log):
         fb_ids = client.load(fb_agent, data["memories"])
         if embedder_id:
             client.configure(fb_agent, embedder=embedder_id)
-        to_fb = dict(zip(fb_ids, ids))
+        to_fb = {a: b for a, b in zip(fb_ids, ids) if a is not None}
         runs = []
         for q, s in held:
             if mode.startswith("evidence"):
@@ -372,6 +397,7 @@ def main():
     ap.add_argument("--sets", default="manpages,chatterbot")
     ap.add_argument("--max-questions", type=int, default=0, help="cap per set (smoke runs)")
     ap.add_argument("--fit", action="store_true", help="print calibration fits from the fit half")
+    ap.add_argument("--out", default=str(ROOT / "target" / "bench-results" / "recall-quality.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "clients" / "python"))
     from mneme_client.testing import MnemeServer
@@ -395,17 +421,19 @@ def main():
             for data in sets:
                 results.append(evaluate(client, data, label, embedder_id, log))
     if args.fit:
+        dump = {}
         for label, *_ in embedders:
             rows = [row for r in results if r["embedder"] == label for row in r.pop("_fit_rows")]
-            w = 0.5
+            dump[label] = rows
+            w = FAMILY_WEIGHT[label]
             x = [c + w * lx - 0.035 for c, lx, _ in rows]
             center, slope = fit_logistic(x, [y for *_, y in rows])
-            print(f"fit {label}: center {center:.3f} slope {slope:.2f} ({len(rows)} rows)")
+            print(f"fit {label} (lexical_weight {w}): center {center:.3f} slope {slope:.2f} ({len(rows)} rows)")
+        (ROOT / "target" / "bench-results" / "recall-quality-fit.json").write_text(json.dumps(dump))
     for r in results:
         r.pop("_fit_rows", None)
-    out_dir = ROOT / "target" / "bench-results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "recall-quality.json").write_text(json.dumps(results, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
     for r in results:
         print(f"\n{r['set']} — {r['embedder']}: {r['memories']} memories, {r['questions']} held-out questions")
         print("| ranking | R@10 | hit@1 |\n|---|---|---|")

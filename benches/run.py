@@ -392,6 +392,16 @@ def main():
     results["e2e"].append(mneme_e2e_row(load))
     for peer in run_peers(out_dir, n, reuse, agents=n_agents, only=("chroma", "sqlite"), n_queries=n_queries):
         results["e2e"].append(peer)
+    # 4. Recall quality on the evaluation sets built from packaged public data (the
+    # release binary the load benchmark built; MiniLM needs `--features minilm`, run
+    # benches/recall_quality.py --minilm DIR for it).
+    quality_path = os.path.join(out_dir, "recall-quality.json")
+    quality = [sys.executable, "benches/recall_quality.py", "--out", quality_path]
+    if smoke:
+        quality += ["--sets", "chatterbot", "--max-questions", "40"]
+    sh(quality, None, log)
+    with open(quality_path) as f:
+        results["recall_quality"] = json.load(f)
     results["goals"] = goals(results)
     results["seconds"] = time.time() - t_start
 
@@ -401,6 +411,11 @@ def main():
     for row in results["e2e"]:
         if row["system"].startswith("mneme"):
             assert row["recall_at_10"] >= 0.9, f"Mneme recall collapsed: {row}"
+
+    for row in results["recall_quality"]:
+        for name, r in row["rankings"].items():
+            assert 0.0 <= r["r10"] <= 1.0, (name, r)
+        assert row["rankings"]["Mneme default"]["r10"] > 0.0, row
 
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -395,43 +395,55 @@ fn embedders(
     openai: OpenAiArgs,
 ) -> Result<Embedders> {
     let hash: Arc<dyn Embedder> = Arc::new(HashEmbedder::new());
-    let builtin = || -> Result<Option<Arc<dyn Embedder>>> {
-        match StaticEmbedder::builtin() {
-            Some(model) => Ok(Some(Arc::new(
+    // The built-in models: the centered one (the default) and the one as distributed (for
+    // agents created with it); none without the `builtin-model` feature.
+    let builtins = || -> Result<Vec<Arc<dyn Embedder>>> {
+        let mut out: Vec<Arc<dyn Embedder>> = Vec::new();
+        for model in [
+            StaticEmbedder::builtin_centered(),
+            StaticEmbedder::builtin(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.push(Arc::new(
                 model
                     .map_err(anyhow::Error::msg)
                     .context("loading the built-in model")?,
-            ))),
-            None => Ok(None),
+            ));
         }
+        Ok(out)
     };
     let (default, others): (Arc<dyn Embedder>, Vec<Arc<dyn Embedder>>) = match choice {
         EmbedderChoice::Minilm => {
             let dir = model_dir
                 .context("--embedder minilm needs --model-dir (see scripts/fetch-minilm.sh)")?;
-            (
-                load_minilm(dir, threads)?,
-                [Some(hash), builtin()?].into_iter().flatten().collect(),
-            )
+            let mut others = builtins()?;
+            others.push(hash);
+            (load_minilm(dir, threads)?, others)
         }
         EmbedderChoice::Static => {
+            let mut others = builtins()?;
             let model: Arc<dyn Embedder> = match model_dir {
                 Some(dir) => Arc::new(
                     StaticEmbedder::from_dir(dir)
                         .map_err(anyhow::Error::msg)
                         .context("loading --model-dir")?,
                 ),
-                None => builtin()?.context(
-                    "no static model: pass --model-dir (this build has no built-in model)",
-                )?,
+                None if others.is_empty() => anyhow::bail!(
+                    "no static model: pass --model-dir (this build has no built-in model)"
+                ),
+                None => others.remove(0),
             };
-            (model, vec![hash])
+            others.push(hash);
+            (model, others)
         }
-        EmbedderChoice::Hash => (hash, builtin()?.into_iter().collect()),
-        EmbedderChoice::Openai => (
-            load_openai(openai)?,
-            [Some(hash), builtin()?].into_iter().flatten().collect(),
-        ),
+        EmbedderChoice::Hash => (hash, builtins()?),
+        EmbedderChoice::Openai => {
+            let mut others = builtins()?;
+            others.push(hash);
+            (load_openai(openai)?, others)
+        }
     };
     Ok(others
         .into_iter()

@@ -52,10 +52,13 @@ async fn minilm_finds_paraphrases_and_keeps_sessions_apart() {
     assert_eq!(hits.len(), 2);
     let first = hits[0].memory.as_ref().unwrap();
     assert_eq!(first.content, "User prefers formal tone");
+    // The calibration is fitted on held-out data (not on this pair): the relevant memory
+    // must score well above the next one, whatever the absolute level.
     assert!(
-        hits[0].confidence >= 0.60,
-        "confidence {}",
-        hits[0].confidence
+        hits[0].confidence > 2.0 * hits[1].confidence,
+        "confidences {} and {}",
+        hits[0].confidence,
+        hits[1].confidence
     );
     assert!(
         hits.iter()

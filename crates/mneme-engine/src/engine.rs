@@ -439,7 +439,7 @@ impl Inner {
                     embedder: e.id().to_owned(),
                     dim: e.dim(),
                     calibration: crate::calibration_of(e.family()),
-                    scoring: ScoringParams::default(),
+                    scoring: crate::scoring_of(e.family()),
                 }
             }
         }

@@ -55,6 +55,20 @@ pub use transfer::{
 };
 pub use write::{AgentSettings, REEMBED_MEMORIES_MAX};
 
+/// The scoring parameters new agents get for an embedder family: the defaults, with the
+/// lexical weight measured best for the family on the evaluation sets (BENCHMARKS.md,
+/// "Recall quality": the static models' cosines separate less, so words count more).
+pub fn scoring_of(family: embed::Family) -> ScoringParams {
+    let lexical_weight = match family {
+        embed::Family::StaticMiniLm | embed::Family::StaticMiniLmCentered => 1.0,
+        _ => mneme_scoring::LEXICAL_WEIGHT_DEFAULT,
+    };
+    ScoringParams {
+        lexical_weight,
+        ..ScoringParams::default()
+    }
+}
+
 /// The calibration new agents get for an embedder family (fitted per family on held-out
 /// data; see `mneme_scoring::Calibration`).
 pub fn calibration_of(family: embed::Family) -> Calibration {

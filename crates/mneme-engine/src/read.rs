@@ -200,11 +200,11 @@ impl Inner {
                 };
                 config
                     .calibration
-                    .relevance(evidence(&config.scoring, last_cos, lex_bound))
+                    .log_relevance(evidence(&config.scoring, last_cos, lex_bound))
             };
             let proven = match (ranked.get(top_k.saturating_sub(1)), hits.last()) {
                 (Some((_, kth)), Some(last)) => {
-                    window_is_exact(kth.confidence, best_excluded(last.score))
+                    window_is_exact(kth.rank_key, best_excluded(last.score))
                 }
                 _ => true,
             };

@@ -8,11 +8,12 @@
 //! ```text
 //! idf(t)   = ln(1 + (N − df + ½) / (df + ½))
 //! bm25     = Σ_t∈q∩d idf(t) · tf · (k1 + 1) / (tf + k1 · (1 − b + b · len / avg_len))
-//! score    = min(1, bm25 / Σ_t∈q idf(t))                in [0, 1]
+//! score    = bm25 / Σ_t∈q idf(t) · (k1 + 1)            in [0, 1]
 //! ```
-//! The normaliser is what a document of average length holding every query term once
-//! scores, so a score means the same across queries and agents: about the share of the
-//! query's (idf-weighted) words the memory has; 1 is all of them, 0 none.
+//! The normaliser is BM25's bound for this query (every term, with unbounded frequency), so
+//! a score is comparable across queries and agents and never clamps (a clamped score was
+//! measured to lose the ranking among full matches): a short memory with every query word
+//! once scores about 0.45, one with half of the (idf-weighted) words about 0.2, none 0.
 
 use std::collections::HashMap;
 
@@ -141,8 +142,8 @@ impl LexicalIndex {
         self.stale_postings = 0;
     }
 
-    /// The query's distinct terms with their idf, and the normaliser (what an average-length
-    /// document with each term once scores). Terms no document has are dropped.
+    /// The query's distinct terms with their idf, and the normaliser (BM25's bound for the
+    /// query). Terms no document has are dropped.
     pub fn prepare(&self, query_terms: &[u64]) -> PreparedQuery {
         let n = self.docs.len() as f32;
         let mut terms: Vec<u64> = query_terms.to_vec();
@@ -154,7 +155,7 @@ impl LexicalIndex {
             .filter_map(|t| {
                 let df = *self.df.get(&t)? as f32;
                 let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-                max += idf;
+                max += idf * (BM25_K1 + 1.0);
                 Some((t, idf))
             })
             .collect();

@@ -76,7 +76,7 @@ fn main() {
         })
         .collect();
     let params = ScoringParams::default();
-    let cal = Calibration::MINILM;
+    let cal = Calibration::PARAPHRASE_REFERENCE;
     println!(
         "{n_corpus} real MiniLM memories, {n_queries} held-out queries; ages exp(mean 30 d), 30% accessed"
     );
@@ -95,11 +95,11 @@ fn main() {
                     .collect();
                 by_sim.sort_by(|a, b| b.1.total_cmp(&a.1));
                 let conf = |&(i, cos): &(usize, f32)| {
-                    (i, score(&params, &cal, cos, &memories[i], now).confidence)
+                    (i, score(&params, &cal, cos, &memories[i], now).rank_key)
                 };
-                let mut all: Vec<(usize, f32)> = by_sim.iter().map(conf).collect();
+                let mut all: Vec<(usize, f64)> = by_sim.iter().map(conf).collect();
                 all.sort_by(|a, b| b.1.total_cmp(&a.1));
-                let mut win: Vec<(usize, f32)> = by_sim[..window].iter().map(conf).collect();
+                let mut win: Vec<(usize, f64)> = by_sim[..window].iter().map(conf).collect();
                 win.sort_by(|a, b| b.1.total_cmp(&a.1));
                 let exact: Vec<usize> = all[..k].iter().map(|x| x.0).collect();
                 let got: Vec<usize> = win[..k].iter().map(|x| x.0).collect();
@@ -108,7 +108,7 @@ fn main() {
                 if common != k {
                     differ += 1;
                 }
-                if window_is_exact(win[k - 1].1, cal.relevance(by_sim[window].1)) {
+                if window_is_exact(win[k - 1].1, cal.log_relevance(by_sim[window].1)) {
                     certified += 1;
                 }
             }

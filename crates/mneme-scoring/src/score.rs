@@ -79,6 +79,9 @@ pub struct ScoreBreakdown {
 pub struct Scored {
     /// In [0, 1]; ranks results.
     pub confidence: f32,
+    /// ln(confidence) in f64: the ranking key, which keeps ordering where the f32
+    /// confidence has saturated.
+    pub rank_key: f64,
     /// Why.
     pub scores: ScoreBreakdown,
 }
@@ -162,24 +165,30 @@ pub fn score_hybrid(
             + params.importance_weight * scores.importance,
     );
     let shift = unit(params.context_shift) * (1.0 - context);
-    let confidence = unit(scores.type_weight * calibration.relevance(evidence - shift));
-    Scored { confidence, scores }
+    let log = f64::from(scores.type_weight).ln() + calibration.log_relevance(evidence - shift);
+    Scored {
+        confidence: unit(log.exp() as f32),
+        rank_key: log,
+        scores,
+    }
 }
 
-/// Sorts by confidence, highest first; ties keep their order (stable).
+/// Sorts by confidence (its unsaturated `rank_key`), highest first; ties keep their order
+/// (stable).
 pub fn rank<T>(items: &mut [(T, Scored)]) {
     items.sort_by(|a, b| {
-        b.1.confidence
-            .partial_cmp(&a.1.confidence)
+        b.1.rank_key
+            .partial_cmp(&a.1.rank_key)
             .unwrap_or(Ordering::Equal)
     });
 }
 
-/// True when re-ranking a similarity window is provably the same as re-ranking everything:
-/// confidence never exceeds relevance, so no memory outside the window (whose relevance is
-/// at most `best_excluded_relevance`) can beat the window's k-th best confidence.
-pub fn window_is_exact(kth_confidence: f32, best_excluded_relevance: f32) -> bool {
-    kth_confidence >= best_excluded_relevance
+/// True when re-ranking a window is provably the same as re-ranking everything: confidence
+/// never exceeds relevance, so no memory outside the window (whose log relevance is at most
+/// `best_excluded_log_relevance`, see [`Calibration::log_relevance`]) can beat the window's
+/// k-th best (its `rank_key`).
+pub fn window_is_exact(kth_rank_key: f64, best_excluded_log_relevance: f64) -> bool {
+    kth_rank_key >= best_excluded_log_relevance
 }
 
 #[cfg(test)]
@@ -222,7 +231,7 @@ mod tests {
     proptest! {
         #[test]
         fn confidence_and_components_stay_in_bounds(m in any_memory(), cos in -1.5f32..1.5) {
-            let s = score(&ScoringParams::default(), &Calibration::MINILM, cos, &m, NOW);
+            let s = score(&ScoringParams::default(), &Calibration::PARAPHRASE_REFERENCE, cos, &m, NOW);
             for v in [s.confidence, s.scores.similarity, s.scores.recency, s.scores.frequency,
                       s.scores.importance, s.scores.type_weight] {
                 prop_assert!((0.0..=1.0).contains(&v), "{s:?}");
@@ -234,19 +243,19 @@ mod tests {
         fn lexical_evidence_only_raises_confidence_and_is_bounded(m in any_memory(), cos in -1.0f32..1.0, a in 0.0f32..=1.0, b in 0.0f32..=1.0) {
             let p = ScoringParams::default();
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-            let s_lo = score_hybrid(&p, &Calibration::MINILM, cos, lo, &m, NOW);
-            let s_hi = score_hybrid(&p, &Calibration::MINILM, cos, hi, &m, NOW);
+            let s_lo = score_hybrid(&p, &Calibration::PARAPHRASE_REFERENCE, cos, lo, &m, NOW);
+            let s_hi = score_hybrid(&p, &Calibration::PARAPHRASE_REFERENCE, cos, hi, &m, NOW);
             prop_assert!(s_lo.confidence <= s_hi.confidence);
-            prop_assert!(s_hi.confidence <= Calibration::MINILM.relevance(evidence(&p, cos, hi)) + 1e-6);
-            prop_assert_eq!(score_hybrid(&p, &Calibration::MINILM, cos, 0.0, &m, NOW), score(&p, &Calibration::MINILM, cos, &m, NOW));
+            prop_assert!(s_hi.confidence <= Calibration::PARAPHRASE_REFERENCE.relevance(evidence(&p, cos, hi)) + 1e-6);
+            prop_assert_eq!(score_hybrid(&p, &Calibration::PARAPHRASE_REFERENCE, cos, 0.0, &m, NOW), score(&p, &Calibration::PARAPHRASE_REFERENCE, cos, &m, NOW));
         }
 
         #[test]
         fn confidence_is_monotone_in_similarity(m in any_memory(), a in -1.0f32..1.0, b in -1.0f32..1.0) {
             let p = ScoringParams::default();
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-            let s_lo = score(&p, &Calibration::MINILM, lo, &m, NOW).confidence;
-            let s_hi = score(&p, &Calibration::MINILM, hi, &m, NOW).confidence;
+            let s_lo = score(&p, &Calibration::PARAPHRASE_REFERENCE, lo, &m, NOW).confidence;
+            let s_hi = score(&p, &Calibration::PARAPHRASE_REFERENCE, hi, &m, NOW).confidence;
             prop_assert!(s_lo <= s_hi, "{lo}->{s_lo} vs {hi}->{s_hi}");
         }
 
@@ -255,8 +264,8 @@ mod tests {
             let p = ScoringParams::default();
             let newer = MemorySignals { memory_type: MemoryType::Episodic, pinned: false, ..m };
             let older = MemorySignals { updated_at_ms: newer.updated_at_ms - (extra_days * DAY_MS) as i64, ..newer };
-            let c_new = score(&p, &Calibration::MINILM, cos, &newer, NOW).confidence;
-            let c_old = score(&p, &Calibration::MINILM, cos, &older, NOW).confidence;
+            let c_new = score(&p, &Calibration::PARAPHRASE_REFERENCE, cos, &newer, NOW).confidence;
+            let c_old = score(&p, &Calibration::PARAPHRASE_REFERENCE, cos, &older, NOW).confidence;
             prop_assert!(c_new >= c_old);
         }
 
@@ -269,14 +278,14 @@ mod tests {
             let floor = p.for_type(m.memory_type).decay_floor;
             prop_assert!(recency(&p, &unpinned, NOW) >= floor);
             // An old but relevant memory loses at most `context_shift` of cosine.
-            let s = score(&p, &Calibration::MINILM, 0.5, &unpinned, NOW);
-            let bound = s.scores.type_weight * Calibration::MINILM.relevance(0.5 - p.context_shift);
+            let s = score(&p, &Calibration::PARAPHRASE_REFERENCE, 0.5, &unpinned, NOW);
+            let bound = s.scores.type_weight * Calibration::PARAPHRASE_REFERENCE.relevance(0.5 - p.context_shift);
             prop_assert!(s.confidence >= bound - 1e-6);
         }
 
         #[test]
         fn calibration_keeps_order(a in -1.0f32..1.0, b in -1.0f32..1.0) {
-            for cal in [Calibration::MINILM, Calibration::STATIC_M2V, Calibration::LEXICAL_HASH, Calibration::UNKNOWN] {
+            for cal in [Calibration::MINILM, Calibration::PARAPHRASE_REFERENCE, Calibration::STATIC_M2V, Calibration::STATIC_M2V_CENTERED, Calibration::LEXICAL_HASH, Calibration::UNKNOWN] {
                 if a < b {
                     prop_assert!(cal.relevance(a) <= cal.relevance(b));
                 }
@@ -295,6 +304,24 @@ mod tests {
     }
 
     #[test]
+    fn ranking_keeps_order_where_confidence_saturates() {
+        let p = ScoringParams::default();
+        let m = MemorySignals::new(MemoryType::Semantic, NOW);
+        let lo = score_hybrid(&p, &Calibration::PARAPHRASE_REFERENCE, 0.9, 0.8, &m, NOW);
+        let hi = score_hybrid(&p, &Calibration::PARAPHRASE_REFERENCE, 0.95, 0.9, &m, NOW);
+        assert_eq!(
+            (lo.confidence, hi.confidence),
+            (1.0, 1.0),
+            "saturated in f32"
+        );
+        assert!(hi.rank_key > lo.rank_key);
+        let mut items = vec![("lo", lo), ("hi", hi)];
+        rank(&mut items);
+        assert_eq!(items[0].0, "hi");
+        assert!((f64::from(lo.confidence).ln() - lo.rank_key).abs() < 1e-6);
+    }
+
+    #[test]
     fn a_plain_exp_decay_would_bury_old_memories_but_the_floor_does_not() {
         let p = ScoringParams::default();
         let old = MemorySignals {
@@ -305,7 +332,7 @@ mod tests {
             (-0.03f64 * 242.0).exp() < 0.001 + 0.0007,
             "the anchor's plain decay"
         );
-        let s = score(&p, &Calibration::MINILM, 0.4, &old, NOW);
+        let s = score(&p, &Calibration::PARAPHRASE_REFERENCE, 0.4, &old, NOW);
         assert!(s.scores.recency >= 0.3);
         assert!(s.confidence > 0.5, "{s:?}");
     }
