@@ -1,7 +1,9 @@
 //! Reads: recall (plan, fetch a similarity window, re-rank by confidence), inject-context,
 //! get, list and stats. Reads take only the agent's read locks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 
 use mneme_index::{Filter, Hit};
 use mneme_scoring::{MemoryType, Scored, evidence, rank, score_hybrid, window_is_exact};

@@ -15,7 +15,7 @@
 //! measured to lose the ranking among full matches): a short memory with every query word
 //! once scores about 0.45, one with half of the (idf-weighted) words about 0.2, none 0.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// BM25's term-frequency saturation.
 pub const BM25_K1: f32 = 1.2;
@@ -204,7 +204,7 @@ impl LexicalIndex {
         if q.max <= 0.0 || k == 0 {
             return Vec::new();
         }
-        let mut acc: HashMap<u64, f32> = HashMap::new();
+        let mut acc: HashMap<u64, f32> = HashMap::with_capacity(256);
         for &(term, idf) in &q.terms {
             let Some(list) = self.postings.get(&term) else {
                 continue;
