@@ -4,6 +4,7 @@
 
 mod basics;
 mod graphs;
+mod hybrid;
 mod isolation;
 mod kill;
 mod log_model;
