@@ -44,6 +44,7 @@ struct Recall {
     min_confidence: f32,
     metadata: Vec<(String, String)>,
     max_tokens: u32,
+    mark_used: bool,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -56,6 +57,7 @@ enum Request {
     List(u8, u32, String, String),
     Update(u8, String, Option<String>, Option<f32>, Option<u64>, bool),
     Forget(u8, Vec<String>),
+    MarkUsed(u8, Vec<String>),
     ForgetSession(u8, String),
     ClearAll(u8),
     Stats(u8),
@@ -91,6 +93,7 @@ fn fields(r: Recall) -> RecallFields {
         min_confidence: r.min_confidence,
         metadata: r.metadata.into_iter().collect(),
         include_vectors: false,
+        mark_used: r.mark_used,
     }
 }
 
@@ -161,6 +164,9 @@ fn run(request: Request) {
         Request::Forget(a, ids) => {
             let _ = e.forget(&agent(a), &ids);
         }
+        Request::MarkUsed(a, ids) => {
+            let _ = e.mark_used(&agent(a), &ids);
+        }
         Request::ForgetSession(a, s) => {
             let _ = e.forget_session(&agent(a), &s);
         }
@@ -197,6 +203,7 @@ fn raw(kind: u8, bytes: &[u8]) {
                     min_confidence: r.min_confidence,
                     metadata: r.metadata,
                     include_vectors: r.include_vectors,
+                    mark_used: r.mark_used,
                 };
                 if let Ok(q) = convert::recall_query(f) {
                     let _ = e.recall(&r.agent_id, &q);
