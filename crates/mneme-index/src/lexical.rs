@@ -1,8 +1,9 @@
 //! One agent's lexical index: BM25 over hashed terms, scored in [0, 1].
 //!
-//! Terms arrive already analyzed (`mneme-embed`'s analyzer), as 64-bit hashes. Postings are
-//! append-only lists of `(key, generation, tf)`; a document's current generation lives in
-//! its entry, so removing or re-inserting a document leaves stale postings that searches
+//! Terms arrive already analyzed (`mneme-embed`'s analyzer), as 64-bit hashes. Documents
+//! live in dense slots (reused after removal) so a search sums scores in an array. Postings
+//! are append-only lists of `(slot, generation, tf)`; a document's current generation lives
+//! in its slot, so removing or re-inserting a document leaves stale postings that searches
 //! skip, and a compaction rewrites the lists once stale postings outnumber live ones.
 //!
 //! ```text
@@ -15,7 +16,7 @@
 //! measured to lose the ranking among full matches): a short memory with every query word
 //! once scores about 0.45, one with half of the (idf-weighted) words about 0.2, none 0.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 
 /// BM25's term-frequency saturation.
 pub const BM25_K1: f32 = 1.2;
@@ -24,6 +25,7 @@ pub const BM25_B: f32 = 0.75;
 
 #[derive(Debug, Clone)]
 struct Doc {
+    key: u64,
     generation: u32,
     len: u32,
     /// Distinct terms and their frequencies, sorted by term.
@@ -32,15 +34,18 @@ struct Doc {
 
 #[derive(Debug, Clone, Copy)]
 struct Posting {
-    key: u64,
+    slot: u32,
     generation: u32,
     tf: u32,
 }
 
-/// BM25 over one agent's memories.
+/// BM25 over one agent's memories. Documents live in dense slots (reused after removal), so
+/// a search accumulates scores in an array, not a hash map.
 #[derive(Debug, Clone, Default)]
 pub struct LexicalIndex {
-    docs: HashMap<u64, Doc>,
+    slot_of: HashMap<u64, u32>,
+    docs: Vec<Option<Doc>>,
+    free: Vec<u32>,
     postings: HashMap<u64, Vec<Posting>>,
     /// Live documents containing each term.
     df: HashMap<u64, u32>,
@@ -58,12 +63,16 @@ impl LexicalIndex {
 
     /// Documents indexed.
     pub fn len(&self) -> usize {
-        self.docs.len()
+        self.slot_of.len()
     }
 
     /// True when nothing is indexed.
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.slot_of.is_empty()
+    }
+
+    fn doc(&self, slot: u32) -> Option<&Doc> {
+        self.docs.get(slot as usize).and_then(Option::as_ref)
     }
 
     /// Indexes `key` with `terms` (repeats are term frequencies), replacing what it had.
@@ -80,9 +89,16 @@ impl LexicalIndex {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.docs.push(None);
+                (self.docs.len() - 1) as u32
+            }
+        };
         for &(term, tf) in &distinct {
             self.postings.entry(term).or_default().push(Posting {
-                key,
+                slot,
                 generation,
                 tf,
             });
@@ -90,21 +106,24 @@ impl LexicalIndex {
         }
         self.live_postings += distinct.len();
         self.total_len += terms.len() as u64;
-        self.docs.insert(
+        self.slot_of.insert(key, slot);
+        self.docs[slot as usize] = Some(Doc {
             key,
-            Doc {
-                generation,
-                len: terms.len() as u32,
-                terms: distinct.into_boxed_slice(),
-            },
-        );
+            generation,
+            len: terms.len() as u32,
+            terms: distinct.into_boxed_slice(),
+        });
     }
 
     /// Forgets `key` (its postings go stale).
     pub fn remove(&mut self, key: u64) {
-        let Some(doc) = self.docs.remove(&key) else {
+        let Some(slot) = self.slot_of.remove(&key) else {
             return;
         };
+        let Some(doc) = self.docs.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
         for (term, _) in doc.terms.iter() {
             if let Some(n) = self.df.get_mut(term) {
                 *n -= 1;
@@ -133,7 +152,8 @@ impl LexicalIndex {
         let docs = &self.docs;
         self.postings.retain(|_, list| {
             list.retain(|p| {
-                docs.get(&p.key)
+                docs.get(p.slot as usize)
+                    .and_then(Option::as_ref)
                     .is_some_and(|d| d.generation == p.generation)
             });
             list.shrink_to_fit();
@@ -145,7 +165,7 @@ impl LexicalIndex {
     /// The query's distinct terms with their idf, and the normaliser (BM25's bound for the
     /// query). Terms no document has are dropped.
     pub fn prepare(&self, query_terms: &[u64]) -> PreparedQuery {
-        let n = self.docs.len() as f32;
+        let n = self.len() as f32;
         let mut terms: Vec<u64> = query_terms.to_vec();
         terms.sort_unstable();
         terms.dedup();
@@ -162,7 +182,7 @@ impl LexicalIndex {
         PreparedQuery {
             terms: weighted,
             max,
-            avg_len: if self.docs.is_empty() {
+            avg_len: if self.is_empty() {
                 1.0
             } else {
                 self.total_len as f32 / n
@@ -181,7 +201,7 @@ impl LexicalIndex {
         if q.max <= 0.0 {
             return 0.0;
         }
-        let Some(doc) = self.docs.get(&key) else {
+        let Some(doc) = self.slot_of.get(&key).and_then(|s| self.doc(*s)) else {
             return 0.0;
         };
         let mut s = 0.0;
@@ -204,25 +224,36 @@ impl LexicalIndex {
         if q.max <= 0.0 || k == 0 {
             return Vec::new();
         }
-        let mut acc: HashMap<u64, f32> = HashMap::with_capacity(256);
+        // Scores by slot; `touched` lists the slots with a score, in first-touch order.
+        let mut acc = vec![0.0f32; self.docs.len()];
+        let mut touched: Vec<u32> = Vec::new();
         for &(term, idf) in &q.terms {
             let Some(list) = self.postings.get(&term) else {
                 continue;
             };
             for p in list {
-                let Some(doc) = self.docs.get(&p.key) else {
+                let Some(doc) = self.doc(p.slot) else {
                     continue;
                 };
                 if doc.generation != p.generation {
                     continue;
                 }
-                *acc.entry(p.key).or_default() += self.term_score(q, idf, p.tf, doc.len);
+                let a = &mut acc[p.slot as usize];
+                if *a == 0.0 {
+                    touched.push(p.slot);
+                }
+                // Every matching term adds a positive score, so 0 means untouched.
+                *a += self
+                    .term_score(q, idf, p.tf, doc.len)
+                    .max(f32::MIN_POSITIVE);
             }
         }
-        let mut hits: Vec<(u64, f32)> = acc
+        let mut hits: Vec<(u64, f32)> = touched
             .into_iter()
-            .filter(|(key, _)| accept(*key))
-            .map(|(key, s)| (key, (s / q.max).clamp(0.0, 1.0)))
+            .filter_map(|slot| {
+                let key = self.doc(slot)?.key;
+                accept(key).then(|| (key, (acc[slot as usize] / q.max).clamp(0.0, 1.0)))
+            })
             .collect();
         let by_score = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if hits.len() > k {
