@@ -293,53 +293,41 @@ mod tests {
             * b.iter().map(|x| x * x).sum::<f32>().sqrt())
     }
 
-    #[test]
-    fn builtin_model_reproduces_the_published_cosines() {
-        let model = StaticEmbedder::builtin().unwrap().unwrap();
-        assert_eq!(model.dim(), 256);
-        let v = model
-            .embed(&[
-                "User prefers formal tone",
-                "how should I write my responses?",
-                "Last deployment was on March 10",
-            ])
-            .unwrap();
-        // The model's README: 0.290 and 0.032.
-        assert!(
-            (cos(&v[0], &v[1]) - 0.290).abs() < 2e-3,
-            "{}",
-            cos(&v[0], &v[1])
-        );
-        assert!(
-            (cos(&v[0], &v[2]) - 0.032).abs() < 2e-3,
-            "{}",
-            cos(&v[0], &v[2])
-        );
+    /// Checks `cos(query, text)` against the value a model's README publishes.
+    #[allow(clippy::unwrap_used, reason = "a test helper fails loudly")]
+    fn assert_cosines(model: &StaticEmbedder, query: &str, pairs: &[(&str, f32)], tol: f32) {
+        let q = &model.embed(&[query]).unwrap()[0];
+        for (text, published) in pairs {
+            let c = cos(q, &model.embed(&[text]).unwrap()[0]);
+            assert!((c - published).abs() < tol, "{}: {text:?} {c}", model.id());
+        }
     }
 
     #[test]
-    fn the_centered_model_ranks_the_canonical_example_and_keeps_the_tokens() {
-        let model = StaticEmbedder::builtin_centered().unwrap().unwrap();
-        assert_eq!((model.id(), model.dim()), (BUILTIN_CENTERED_ID, 256));
-        let v = model
-            .embed(&[
-                "how should I write my responses?",
-                "User prefers formal tone",
-                "User is on the Pro plan",
-            ])
-            .unwrap();
-        // The centered model's README: 0.234 and 0.032.
-        assert!(
-            (cos(&v[0], &v[1]) - 0.234).abs() < 3e-3,
-            "{}",
-            cos(&v[0], &v[1])
+    fn the_builtin_models_reproduce_their_published_cosines() {
+        let plain = StaticEmbedder::builtin().unwrap().unwrap();
+        assert_eq!(plain.dim(), 256);
+        // m2v-minilm-256-int8/README.md.
+        let formal = "User prefers formal tone";
+        assert_cosines(
+            &plain,
+            formal,
+            &[
+                ("how should I write my responses?", 0.290),
+                ("Last deployment was on March 10", 0.032),
+            ],
+            2e-3,
         );
-        assert!(
-            (cos(&v[0], &v[2]) - 0.032).abs() < 3e-3,
-            "{}",
-            cos(&v[0], &v[2])
+        let centered = StaticEmbedder::builtin_centered().unwrap().unwrap();
+        assert_eq!((centered.id(), centered.dim()), (BUILTIN_CENTERED_ID, 256));
+        // m2v-minilm-256-int8-centered/README.md: the canonical example ranks right.
+        assert_cosines(
+            &centered,
+            "how should I write my responses?",
+            &[(formal, 0.234), ("User is on the Pro plan", 0.032)],
+            3e-3,
         );
-        assert!(model.embed(&[""]).unwrap()[0].iter().all(|x| *x == 0.0));
+        assert!(centered.embed(&[""]).unwrap()[0].iter().all(|x| *x == 0.0));
     }
 
     #[test]

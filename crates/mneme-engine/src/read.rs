@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use foldhash::{HashMap, HashMapExt};
 
 use mneme_index::{Filter, Hit};
-use mneme_scoring::{MemoryType, Scored, evidence, rank, score_hybrid, window_is_exact};
+use mneme_scoring::{MemoryType, Scored, evidence, score_hybrid, window_is_exact};
 
 use crate::agent::{Agent, AgentState};
 use crate::engine::{Engine, Inner, Touch};
@@ -189,9 +189,12 @@ impl Inner {
                     Some(((key, cos), s))
                 })
                 .collect();
-            // Equal confidences rank by key (creation order): the same on every run.
-            ranked.sort_by_key(|((key, _), _)| *key);
-            rank(&mut ranked);
+            // Equal confidences rank by key (creation order): the same on every run, one sort.
+            ranked.sort_by(|a, b| {
+                b.1.rank_key
+                    .total_cmp(&a.1.rank_key)
+                    .then(a.0.0.cmp(&b.0.0))
+            });
             let lexical_exhausted = lexical_hits.len() < window;
             let exhausted = hits.len() < window && lexical_exhausted;
             let best_excluded = |last_cos: f32| {
