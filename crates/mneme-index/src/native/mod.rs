@@ -591,20 +591,41 @@ impl NativeGraph {
     }
 
     /// The HNSW heuristic: from candidates sorted best first, keep each one that is not
-    /// more similar to a neighbour already kept than to the base point, up to `m`. Ties keep
-    /// the candidate: identical vectors (agents do store repeats) then link to each other
-    /// and to the same outside neighbours, instead of the first copy shadowing the rest
-    /// and leaving them unreachable.
-    fn select(&self, p: &Points, sorted: &[Cand], m: usize) -> Vec<u32> {
+    /// more similar to a neighbour already kept than to `base`, up to `m`.
+    ///
+    /// Copies of one vector (agents do store repeats) need care when `base` is itself a
+    /// copy: its twins tie with each other, and rejecting ties would let the first twin
+    /// shadow the rest, unreachable; keeping them all would fill the block with twins, and
+    /// a group of more than `m` copies would become a closed clique that traps every search
+    /// entering it. So a candidate identical to a kept neighbour (and as similar to `base`)
+    /// is kept, but at most a quarter of the block of them, those nearest to `base` in
+    /// insertion order: the copies link as a ring lattice (connected, each reachable from
+    /// its id-neighbours) and keep most of their links for the way out.
+    fn select(&self, p: &Points, base: u32, sorted: &[Cand], m: usize) -> Vec<u32> {
+        /// Rounding slack of int8 similarities in `f32` (products taken in other orders).
+        const TIE: f32 = 1e-6;
         let mut kept: Vec<u32> = Vec::with_capacity(m);
+        let mut twins: Vec<u32> = Vec::new();
         for &c in sorted {
             if kept.len() >= m {
                 break;
             }
-            if kept.iter().all(|&r| self.sim_points(p, c.id, r) <= c.sim) {
-                kept.push(c.id);
+            let own = self.sim_points(p, c.id, c.id);
+            let mut twin = false;
+            let diverse = kept.iter().all(|&r| {
+                let s = self.sim_points(p, c.id, r);
+                twin |= s >= own - TIE;
+                s <= c.sim + TIE
+            });
+            match (diverse, twin) {
+                (true, false) => kept.push(c.id),
+                (true, true) => twins.push(c.id),
+                (false, _) => {}
             }
         }
+        twins.sort_unstable_by_key(|&t| (t.abs_diff(base), t));
+        let room = m.saturating_sub(kept.len()).min((m / 4).max(2));
+        kept.extend(twins.into_iter().take(room));
         kept
     }
 
@@ -653,7 +674,7 @@ impl NativeGraph {
                 &live,
             );
             let found = s.sorted_results();
-            let chosen = self.select(&p, &found, self.m);
+            let chosen = self.select(&p, id, &found, self.m);
             {
                 let block = self.block(&p, id, layer);
                 let _guard = p.locks[id as usize].lock();
@@ -698,7 +719,7 @@ impl NativeGraph {
             })
             .collect();
         cands.sort_unstable_by(|a, b| b.cmp(a));
-        let chosen = self.select(p, &cands, self.capacity(layer));
+        let chosen = self.select(p, base, &cands, self.capacity(layer));
         write_links(self.block(p, base, layer), &chosen);
     }
 
