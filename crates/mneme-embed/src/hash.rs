@@ -73,6 +73,11 @@ impl Embedder for HashEmbedder {
     fn dim(&self) -> usize {
         HASH_DIM
     }
+    /// A table lookup per token: microseconds.
+    fn is_cheap(&self) -> bool {
+        true
+    }
+
     fn family(&self) -> Family {
         Family::LexicalHash
     }

@@ -41,6 +41,11 @@ pub trait Embedder: Send + Sync + fmt::Debug {
     fn family(&self) -> Family;
     /// Embeds each text; every output has `dim()` components (not necessarily unit length).
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+    /// True when embedding one query-sized text takes microseconds of CPU and no I/O, so
+    /// a caller may run it inline on an async executor. The default is the safe answer.
+    fn is_cheap(&self) -> bool {
+        false
+    }
 }
 
 /// The geometry family of an embedder's vectors: embedders of one family give comparable

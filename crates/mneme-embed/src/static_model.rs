@@ -271,6 +271,11 @@ impl Embedder for StaticEmbedder {
     fn dim(&self) -> usize {
         self.dim
     }
+    /// A table lookup per token: microseconds.
+    fn is_cheap(&self) -> bool {
+        true
+    }
+
     fn family(&self) -> Family {
         if self.center.is_some() {
             Family::StaticMiniLmCentered

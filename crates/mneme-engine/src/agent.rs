@@ -269,6 +269,8 @@ pub(crate) struct AgentState {
     expiries: BTreeSet<(i64, u64)>,
     by_type: [u64; 3],
     bytes: u64,
+    /// Bounds on every memory's signals (for the recall certificate).
+    signal_bounds: mneme_scoring::SignalBounds,
     /// The last log entry applied to this agent.
     pub(crate) applied_lsn: u64,
     /// The first entry applied since this agent's last snapshot (`None`: clean).
@@ -329,6 +331,7 @@ impl AgentState {
             expiries: BTreeSet::new(),
             by_type: [0; 3],
             bytes: 0,
+            signal_bounds: mneme_scoring::SignalBounds::default(),
             applied_lsn: 0,
             dirty_since: None,
             capture: None,
@@ -371,6 +374,7 @@ impl AgentState {
             .insert(key);
         self.by_type[usize::from(type_to_wire(m.memory_type) - 1)] += 1;
         self.bytes += m.approx_bytes(self.config.dim);
+        self.signal_bounds.widen(&m.signals());
         self.lexical
             .insert(key, &mneme_embed::analyze(&m.record.content));
     }
@@ -407,6 +411,15 @@ impl AgentState {
         self.by_text
             .get(&text_hash(content))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// True when `scope` at `now_ms` sees every memory of the agent (so every key in its
+    /// index): no session, type or metadata restriction, and nothing expired but unswept.
+    pub(crate) fn sees_everything(&self, scope: &Scope, now_ms: i64) -> bool {
+        scope.session_id.is_empty()
+            && scope.memory_types.is_empty()
+            && scope.metadata.is_empty()
+            && self.next_expiry().is_none_or(|t| t > now_ms)
     }
 
     /// A predicate over index keys: true for memories `scope` may see at `now_ms`.
@@ -496,6 +509,7 @@ impl AgentState {
     pub(crate) fn set_access(&mut self, key: u64, access: AccessRecord) {
         if let Some(m) = self.memories.get_mut(&key) {
             m.access = access;
+            self.signal_bounds.widen(&m.signals());
         }
     }
 
@@ -518,6 +532,7 @@ impl AgentState {
         self.expiries.clear();
         self.by_type = [0; 3];
         self.bytes = 0;
+        self.signal_bounds = mneme_scoring::SignalBounds::default();
         self.lexical.clear();
     }
 
@@ -552,6 +567,18 @@ impl AgentState {
             }
         }
         (by_type, expired_by_session, bytes)
+    }
+
+    /// A memory's signals at least as favoured as any of this agent's at `now_ms` (see
+    /// [`mneme_scoring::SignalBounds::best`]); `None` when the agent holds none.
+    pub(crate) fn best_signals(&self, now_ms: i64) -> Option<mneme_scoring::MemorySignals> {
+        let present = MemoryType::ALL
+            .into_iter()
+            .zip(self.by_type)
+            .filter(|(_, n)| *n > 0)
+            .map(|(t, _)| t);
+        self.signal_bounds
+            .best(&self.config.scoring, present, now_ms)
     }
 
     /// About how many memories a scope can see (for the planner).

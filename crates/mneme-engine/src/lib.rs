@@ -47,7 +47,9 @@ pub use mneme_index::{GraphKind, IndexConfig, panic_is_caught_here};
 pub use mneme_scoring::{Calibration, ScoringParams, TypeParams};
 pub use mneme_storage::{Durability, Error as StorageError, Options as StorageOptions, StoreStats};
 pub use model::*;
-pub use read::estimate_tokens;
+pub use read::{
+    LIGHT_READ_LEXICAL_MAX, LIGHT_READ_SCAN_MAX, LIGHT_READ_TOP_K_MAX, estimate_tokens,
+};
 pub use replicate::{AgentFile, ReadConsistency, Replicator};
 pub use transfer::{
     EXPORT_FORMAT_VERSION, EXPORT_LINE_BYTES_MAX, EXPORT_PAGE_MEMORIES, ExportCursor, ExportHeader,

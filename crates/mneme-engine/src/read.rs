@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use foldhash::{HashMap, HashMapExt};
 
 use mneme_index::{Filter, Hit};
-use mneme_scoring::{MemoryType, Scored, evidence, score_hybrid, window_is_exact};
+use mneme_scoring::{MemoryType, Scored, score_hybrid, window_is_exact};
 
 use crate::agent::{Agent, AgentState};
 use crate::engine::{Engine, Inner, Touch};
@@ -129,7 +129,10 @@ impl Inner {
         let scope = &q.scope;
         let visible = state.scope_filter(scope, now);
         let session_keys: Vec<u64>;
-        let filter = if scope.session_only {
+        let filter = if state.sees_everything(scope, now) {
+            // Nothing to filter out: the graph search runs without a per-node predicate.
+            Filter::All
+        } else if scope.session_only {
             session_keys = state
                 .sessions
                 .get(&scope.session_id)
@@ -145,6 +148,8 @@ impl Inner {
         let config = &state.config;
         let lexical = state.lexical.prepare(&terms);
         let hybrid = config.scoring.lexical_weight > 0.0 && !lexical.is_empty();
+        // What no memory outside the windows can beat: the best signals any memory has.
+        let best_signals = state.best_signals(now);
         let factor = self.config.recall_window_factor.max(4);
         let mut window = (top_k * factor).min(self.config.recall_window_max.max(top_k));
         loop {
@@ -203,9 +208,20 @@ impl Inner {
                 } else {
                     lexical_hits.last().map_or(0.0, |h| h.1)
                 };
-                config
-                    .calibration
-                    .log_relevance(evidence(&config.scoring, last_cos, lex_bound))
+                match &best_signals {
+                    Some(best) => {
+                        score_hybrid(
+                            &config.scoring,
+                            &config.calibration,
+                            last_cos,
+                            lex_bound,
+                            best,
+                            now,
+                        )
+                        .rank_key
+                    }
+                    None => f64::NEG_INFINITY,
+                }
             };
             let proven = match (ranked.get(top_k.saturating_sub(1)), hits.last()) {
                 (Some((_, kth)), Some(last)) => {
@@ -242,7 +258,45 @@ impl Inner {
     }
 }
 
+/// A read that scans at most this many vectors exactly counts as light.
+pub const LIGHT_READ_SCAN_MAX: usize = 10_000;
+/// A light read returns at most this many results.
+pub const LIGHT_READ_TOP_K_MAX: u64 = 100;
+/// A light text read's lexical search covers at most this many memories.
+pub const LIGHT_READ_LEXICAL_MAX: usize = 100_000;
+
 impl Engine {
+    /// True when `q` (a recall or inject-context) is predictably short — a fraction of a
+    /// millisecond of CPU, no I/O, no waiting: no cluster read barrier, a client vector or
+    /// a cheap embedder, a small `top_k`, and either an agent of at most
+    /// [`LIGHT_READ_SCAN_MAX`] vectors or an unfiltered search of its graph with a small
+    /// exact tail. A server runs such reads inline on its async workers instead of handing
+    /// them to a thread pool (two thread switches per call). A prediction, not a promise:
+    /// a window that must widen can still take longer.
+    pub fn read_is_light(&self, agent_id: &str, q: &RecallQuery) -> bool {
+        if self.inner.config.replicated || q.top_k > LIGHT_READ_TOP_K_MAX {
+            return false;
+        }
+        let Some(agent) = self.inner.agent(agent_id) else {
+            return true;
+        };
+        let state = agent.state.read();
+        if q.vector.is_none() {
+            let cheap = self
+                .inner
+                .embedder_of(&state.config)
+                .is_ok_and(|e| e.is_cheap());
+            if !cheap || state.memories.len() > LIGHT_READ_LEXICAL_MAX {
+                return false;
+            }
+        }
+        let index = agent.index.read();
+        index.len() <= LIGHT_READ_SCAN_MAX
+            || (index.has_graph()
+                && index.tail_len() <= LIGHT_READ_SCAN_MAX
+                && state.sees_everything(&q.scope, self.inner.now_ms()))
+    }
+
     /// The most relevant memories for a query, ranked by confidence, each with its
     /// explanation. Being returned is not being used: only with `q.mark_used` (or a later
     /// [`Engine::mark_used`]) do the results count as accessed, so recall does not feed on
@@ -369,10 +423,8 @@ impl Engine {
     /// never a walk over every memory.
     pub fn stats(&self, agent_id: &str) -> Result<AgentStats> {
         limits::check_agent_id(agent_id)?;
-        let store_bytes = {
-            let s = self.inner.store.stats();
-            s.wal_bytes + s.snapshot_bytes
-        };
+        // Never waits for a commit's fsync: stats are served inline.
+        let store_bytes = self.inner.store.bytes_on_disk();
         let Some(agent) = self.inner.agent(agent_id) else {
             return Ok(AgentStats {
                 store_bytes_on_disk: store_bytes,

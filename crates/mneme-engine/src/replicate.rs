@@ -94,6 +94,12 @@ impl Engine {
         self.inner.applied_lsn.fetch_max(index, Ordering::SeqCst);
     }
 
+    /// True when this engine's writes go through a replicated log (its reads may wait on
+    /// [`Engine::read_barrier`]).
+    pub fn is_replicated(&self) -> bool {
+        self.inner.config.replicated
+    }
+
     /// Waits until this node may serve a read of `consistency` (at once on a single node).
     pub fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
         if !self.inner.config.replicated {

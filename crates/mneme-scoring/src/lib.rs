@@ -22,7 +22,8 @@ mod score;
 pub use calibration::{Calibration, fit_calibration};
 pub use params::{LEXICAL_WEIGHT_DEFAULT, LEXICAL_WEIGHT_MAX, ScoringParams, TypeParams};
 pub use score::{
-    MemorySignals, ScoreBreakdown, Scored, evidence, rank, score, score_hybrid, window_is_exact,
+    MemorySignals, ScoreBreakdown, Scored, SignalBounds, evidence, rank, score, score_hybrid,
+    window_is_exact,
 };
 
 /// What kind of memory this is; it decides the decay curve and the type weight.

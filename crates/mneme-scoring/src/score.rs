@@ -57,6 +57,52 @@ impl MemorySignals {
     }
 }
 
+/// Upper bounds on the signals of a set of memories, so that a re-ranking certificate can
+/// bound the confidence of the memories it did not score by their similarity alone, instead
+/// of by the (much looser) bound that ignores signals. Widened by every memory added or
+/// changed and never narrowed: after a removal the bounds still hold, only less tightly.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SignalBounds {
+    /// The highest importance seen.
+    pub importance_max: f32,
+    /// The highest access count seen.
+    pub access_count_max: u64,
+}
+
+impl SignalBounds {
+    /// Takes `memory` into the bounds.
+    pub fn widen(&mut self, memory: &MemorySignals) {
+        self.importance_max = self.importance_max.max(unit(memory.importance));
+        self.access_count_max = self.access_count_max.max(memory.access_count);
+    }
+
+    /// The signals of a memory at least as favoured as any within these bounds at
+    /// `now_ms`, among memories of the `types` given: pinned (so fully fresh), used as
+    /// often as the most used one just now, as important as the most important one, of the
+    /// best-weighted type. Confidence increases in each of these, so scoring this memory
+    /// with some evidence bounds every such memory's score with that evidence (computed by
+    /// the same code, so without rounding slack). `None` when `types` is empty.
+    pub fn best(
+        &self,
+        params: &ScoringParams,
+        types: impl IntoIterator<Item = MemoryType>,
+        now_ms: i64,
+    ) -> Option<MemorySignals> {
+        let memory_type = types.into_iter().max_by(|a, b| {
+            let weight = |t: &MemoryType| unit(params.for_type(*t).type_weight);
+            weight(a).total_cmp(&weight(b))
+        })?;
+        Some(MemorySignals {
+            memory_type,
+            updated_at_ms: now_ms,
+            last_accessed_at_ms: now_ms,
+            access_count: self.access_count_max,
+            importance: self.importance_max,
+            pinned: true,
+        })
+    }
+}
+
 /// The explanation of a confidence: every component that entered the formula.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ScoreBreakdown {
@@ -183,12 +229,14 @@ pub fn rank<T>(items: &mut [(T, Scored)]) {
     });
 }
 
-/// True when re-ranking a window is provably the same as re-ranking everything: confidence
-/// never exceeds relevance, so no memory outside the window (whose log relevance is at most
-/// `best_excluded_log_relevance`, see [`Calibration::log_relevance`]) can beat the window's
-/// k-th best (its `rank_key`).
-pub fn window_is_exact(kth_rank_key: f64, best_excluded_log_relevance: f64) -> bool {
-    kth_rank_key >= best_excluded_log_relevance
+/// True when re-ranking a window is provably the same as re-ranking everything: no memory
+/// outside the window can beat the window's k-th best (its `rank_key`) when none can have a
+/// `rank_key` above `best_excluded` — for example the score of [`SignalBounds::best`] with
+/// the best evidence left outside, or, knowing nothing of the signals, the log relevance
+/// of that evidence (confidence never exceeds relevance, see
+/// [`Calibration::log_relevance`]).
+pub fn window_is_exact(kth_rank_key: f64, best_excluded: f64) -> bool {
+    kth_rank_key >= best_excluded
 }
 
 #[cfg(test)]
@@ -229,6 +277,30 @@ mod tests {
     }
 
     proptest! {
+        /// The certificate's premise: the best memory within a set's bounds scores at least
+        /// as high as every memory of the set, at any evidence (rank keys compared exactly).
+        #[test]
+        fn the_best_within_bounds_outscores_every_memory_of_the_set(
+            set in proptest::collection::vec(any_memory(), 1..20),
+            cos in -1.0f32..1.0,
+            lexical in 0.0f32..=1.0,
+            lexical_weight in 0.0f32..=2.0,
+        ) {
+            let p = ScoringParams { lexical_weight, ..ScoringParams::default() };
+            let cal = Calibration::PARAPHRASE_REFERENCE;
+            let mut bounds = SignalBounds::default();
+            for m in &set {
+                bounds.widen(m);
+            }
+            let best = bounds.best(&p, set.iter().map(|m| m.memory_type), NOW).unwrap();
+            let bound = score_hybrid(&p, &cal, cos, lexical, &best, NOW).rank_key;
+            for m in &set {
+                let s = score_hybrid(&p, &cal, cos, lexical, m, NOW);
+                prop_assert!(s.rank_key <= bound, "{m:?} {s:?} > {bound}");
+            }
+            prop_assert!(bound <= cal.log_relevance(evidence(&p, cos, lexical)));
+        }
+
         #[test]
         fn confidence_and_components_stay_in_bounds(m in any_memory(), cos in -1.5f32..1.5) {
             let s = score(&ScoringParams::default(), &Calibration::PARAPHRASE_REFERENCE, cos, &m, NOW);
@@ -319,6 +391,28 @@ mod tests {
         rank(&mut items);
         assert_eq!(items[0].0, "hi");
         assert!((f64::from(lo.confidence).ln() - lo.rank_key).abs() < 1e-6);
+    }
+
+    /// What makes windows prove early: for a set of fresh, never-used episodic memories of
+    /// default importance, the bound sits well below the signal-blind one.
+    #[test]
+    fn bounds_of_a_plain_set_are_tighter_than_relevance() {
+        let p = ScoringParams::default();
+        let cal = Calibration::PARAPHRASE_REFERENCE;
+        let mut bounds = SignalBounds::default();
+        bounds.widen(&MemorySignals::new(MemoryType::Episodic, NOW));
+        assert_eq!(bounds.best(&p, [], NOW), None);
+        let best = bounds.best(&p, [MemoryType::Episodic], NOW).unwrap();
+        let fresh = score(
+            &p,
+            &cal,
+            0.5,
+            &MemorySignals::new(MemoryType::Episodic, NOW),
+            NOW,
+        );
+        let bound = score(&p, &cal, 0.5, &best, NOW).rank_key;
+        assert!(bound >= fresh.rank_key);
+        assert!(bound < cal.log_relevance(0.5) - 0.1, "{bound}");
     }
 
     #[test]

@@ -52,6 +52,21 @@ impl Shared {
         out.map_err(convert::status)
     }
 
+    /// Runs an engine call inline on this async worker when `light` (a short read: the
+    /// thread switches of the blocking pool would cost more than the call), else on the
+    /// blocking pool; holds `permit` either way.
+    pub(crate) async fn read<T, F>(&self, permit: Permit, light: bool, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> mneme_engine::Result<T> + Send + 'static,
+    {
+        if light {
+            let _permit = permit;
+            return f(&self.engine).map_err(convert::status);
+        }
+        self.blocking(permit, f).await
+    }
+
     /// Runs a handler body, recording its latency and status code.
     pub(crate) async fn timed<T>(
         &self,
@@ -208,8 +223,9 @@ impl MemoryService for MemoryApi {
             let r = request.into_inner();
             let agent = r.agent_id;
             let query = convert::recall_query(recall_fields!(r))?;
+            let light = s.engine.read_is_light(&agent, &query);
             let out = s
-                .blocking(permit, move |e| {
+                .read(permit, light, move |e| {
                     e.read_barrier(read)?;
                     e.recall(&agent, &query)
                 })
@@ -233,8 +249,9 @@ impl MemoryService for MemoryApi {
             let agent = r.agent_id;
             let max_tokens = u64::from(r.max_tokens);
             let query = convert::recall_query(recall_fields!(r))?;
+            let light = s.engine.read_is_light(&agent, &query);
             let out = s
-                .blocking(permit, move |e| {
+                .read(permit, light, move |e| {
                     e.read_barrier(read)?;
                     e.inject_context(&agent, &query, max_tokens)
                 })
@@ -255,8 +272,9 @@ impl MemoryService for MemoryApi {
             let read = consistency(&request)?;
             let r = request.into_inner();
             let id = r.id.clone();
+            let light = !s.engine.is_replicated();
             let found = s
-                .blocking(permit, move |e| {
+                .read(permit, light, move |e| {
                     e.read_barrier(read)?;
                     e.get(&r.agent_id, &r.id, r.include_vector)
                 })
@@ -399,8 +417,9 @@ impl MemoryService for MemoryApi {
             let read = consistency(&request)?;
             let agent = request.into_inner().agent_id;
             let a = agent.clone();
+            let light = !s.engine.is_replicated();
             let stats = s
-                .blocking(permit, move |e| {
+                .read(permit, light, move |e| {
                     e.read_barrier(read)?;
                     e.stats(&a)
                 })

@@ -110,6 +110,9 @@ pub(crate) struct Inner {
     /// The live manifest; held while snapshots are installed.
     manifest: Mutex<Manifest>,
     pub(crate) next_file_id: AtomicU64,
+    /// WAL and snapshot bytes as last seen under their locks (see [`Store::bytes_on_disk`]).
+    wal_bytes_seen: AtomicU64,
+    snapshot_bytes_seen: AtomicU64,
     closed: AtomicBool,
     wake: Mutex<()>,
     wake_cv: Condvar,
@@ -182,6 +185,8 @@ impl Store {
             wal: Mutex::new(wal),
             manifest: Mutex::new(recovered.manifest),
             next_file_id: AtomicU64::new(recovered.next_file_id + 1),
+            wal_bytes_seen: AtomicU64::new(0),
+            snapshot_bytes_seen: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             wake: Mutex::new(()),
             wake_cv: Condvar::new(),
@@ -404,7 +409,13 @@ impl Store {
             let m = self.inner.manifest.lock();
             (m.snapshots.iter().map(|s| s.bytes).sum(), m.snapshots.len())
         };
+        self.inner
+            .snapshot_bytes_seen
+            .store(snapshot_bytes, Ordering::Relaxed);
         let wal = self.inner.wal.lock();
+        self.inner
+            .wal_bytes_seen
+            .store(wal.total_bytes(), Ordering::Relaxed);
         StoreStats {
             last_lsn: wal.next_lsn - 1,
             wal_bytes: wal.total_bytes(),
@@ -414,6 +425,30 @@ impl Store {
             wal_syncs: wal.syncs,
             wal_sync_micros: wal.sync_micros,
         }
+    }
+
+    /// Bytes of the WAL and the snapshots, without waiting: where a commit (through its
+    /// fsync) or a snapshot install holds a lock, the size as last seen under it. For
+    /// callers that must not block, like a stats read served inline.
+    pub fn bytes_on_disk(&self) -> u64 {
+        let inner = &self.inner;
+        let wal = match inner.wal.try_lock() {
+            Some(wal) => {
+                let bytes = wal.total_bytes();
+                inner.wal_bytes_seen.store(bytes, Ordering::Relaxed);
+                bytes
+            }
+            None => inner.wal_bytes_seen.load(Ordering::Relaxed),
+        };
+        let snapshots = match inner.manifest.try_lock() {
+            Some(m) => {
+                let bytes = m.snapshots.iter().map(|s| s.bytes).sum();
+                inner.snapshot_bytes_seen.store(bytes, Ordering::Relaxed);
+                bytes
+            }
+            None => inner.snapshot_bytes_seen.load(Ordering::Relaxed),
+        };
+        wal + snapshots
     }
 
     /// The error that poisoned the store, if any.
@@ -716,6 +751,8 @@ impl Inner {
         }
         wal.next_lsn = lsn;
         wal.last_lsn_here = lsn - 1;
+        self.wal_bytes_seen
+            .store(wal.total_bytes(), Ordering::Relaxed);
         drop(buf);
         // Durable: apply in LSN order, before any committer of this group is answered. A
         // panic here means the owner's state may no longer match the log: poison the store

@@ -147,3 +147,86 @@ fn check_queries(engine: &mneme_engine::Engine, rng: &mut StdRng, round: usize) 
         assert!(all.iter().any(|r| r.scores.lexical > 0.0), "{query:?}");
     }
 }
+
+/// The certificate bounds the memories it did not score by the agent's best signals. Here
+/// each agent holds 300 plain memories (fresh, unused, default importance) packed in a
+/// narrow band of similarity to its query, and one favoured memory (pinned, important, much
+/// used) just below the band, outside the first window. Its signals lift it to the top:
+/// the certificate must see that and widen. (With bounds that ignored importance or uses,
+/// the first window would pass as proven and the favoured memory would be lost: this test
+/// fails then.)
+#[test]
+fn a_favoured_memory_outside_the_first_window_still_ranks_where_it_belongs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(dir.path(), &clock);
+    let dim = 64;
+    let mut rng = StdRng::seed_from_u64(17);
+    let unit = |rng: &mut StdRng| -> Vec<f32> {
+        let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    };
+    // A unit vector at cosine `c` to the unit vector `q`.
+    let at = |rng: &mut StdRng, q: &[f32], c: f32| -> Vec<f32> {
+        let r = unit(rng);
+        let along: f32 = r.iter().zip(q).map(|(a, b)| a * b).sum();
+        let ortho: Vec<f32> = r.iter().zip(q).map(|(a, b)| a - along * b).collect();
+        let n = ortho.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let s = (1.0 - c * c).sqrt();
+        q.iter()
+            .zip(&ortho)
+            .map(|(a, o)| c * a + s * o / n)
+            .collect()
+    };
+    for a in 0..8 {
+        let agent = format!("bot-{a}");
+        let q = unit(&mut rng);
+        for i in 0..300 {
+            let input = RememberInput {
+                content: format!("plain {i}"),
+                vector: Some(at(&mut rng, &q, 0.60 - 0.0001 * i as f32)),
+                ..Default::default()
+            };
+            engine.remember(&agent, input).unwrap();
+        }
+        let input = RememberInput {
+            content: "favoured".into(),
+            vector: Some(at(&mut rng, &q, 0.585)),
+            memory_type: Some(MemoryType::Semantic),
+            importance: Some(1.0),
+            pinned: true,
+            ..Default::default()
+        };
+        let favoured = engine.remember(&agent, input).unwrap().memory.id;
+        for _ in 0..20 {
+            engine
+                .mark_used(&agent, std::slice::from_ref(&favoured))
+                .unwrap();
+        }
+        let top = |k: u64| {
+            engine
+                .recall(
+                    &agent,
+                    &RecallQuery {
+                        vector: Some(q.clone()),
+                        top_k: k,
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+        };
+        let all = top(301);
+        assert_eq!(all.len(), 301);
+        let at_rank = all.iter().position(|r| r.memory.id == favoured).unwrap();
+        assert!(at_rank < 10, "the favoured memory ranks {at_rank} of all");
+        for k in [1, 5, 10] {
+            let ids: Vec<String> = top(k).into_iter().map(|r| r.memory.id).collect();
+            let want: Vec<String> = all[..k as usize]
+                .iter()
+                .map(|r| r.memory.id.clone())
+                .collect();
+            assert_eq!(ids, want, "{agent}, k {k}");
+        }
+    }
+}
