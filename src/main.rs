@@ -190,7 +190,7 @@ struct ServeArgs {
     /// Vectors an agent may hold outside its graph index before writes wait for the
     /// graph; `unbounded`: never wait (bulk loads are then acknowledged at log speed and
     /// searches scan the unlinked vectors until the background worker catches up)
-    /// [default: 8192].
+    /// [default: 1024].
     #[arg(long, env = "MNEME_INDEX_TAIL_MAX", value_parser = parse_tail_max)]
     index_tail_max: Option<TailMax>,
     /// Per-request deadline in milliseconds [default: 30000].
