@@ -442,6 +442,25 @@ async fn main() {
         floor.record(t.elapsed().as_micros() as u64).unwrap();
     }
     let floor = summary(&floor, t_floor.elapsed().as_secs_f64());
+    // Below that, the transport alone: grpc.health.v1 Check (tonic's own service, tiny
+    // messages, none of Mneme's handler code) on the same connection.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let t_health = Instant::now();
+    let mut health_h = Histogram::<u64>::new(3).unwrap();
+    while t_health.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap();
+        health_h.record(t.elapsed().as_micros() as u64).unwrap();
+    }
+    let transport = summary(&health_h, t_health.elapsed().as_secs_f64());
+    println!(
+        "the transport's floor (grpc.health.v1 Check): p50 {:.3} ms, p99 {:.3} ms",
+        transport["p50_ms"].as_f64().unwrap(),
+        transport["p99_ms"].as_f64().unwrap(),
+    );
     // Stats of the (first) loaded agent: counters, not a walk over its memories.
     let t_stats = Instant::now();
     let mut stats_h = Histogram::<u64>::new(3).unwrap();
@@ -575,6 +594,7 @@ async fn main() {
         "recall_at_10": recall_at_10,
         "single_client_recall": single_client,
         "empty_agent_recall": floor,
+        "health_check": transport,
         "stats_latency": stats_latency,
         "recall_after_load": after_load,
         "server_rss_mib_loaded": rss_loaded,
