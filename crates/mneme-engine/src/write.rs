@@ -27,6 +27,10 @@ pub struct AgentSettings {
     pub embedder: Option<String>,
     /// Replace the scoring parameters.
     pub scoring: Option<ScoringParams>,
+    /// With `scoring`: ignore its `lexical_weight` and use the default of the agent's
+    /// embedder family (after any switch in the same call), as a new agent would get. What
+    /// a client that leaves the (optional) wire field unset means.
+    pub lexical_weight_from_family: bool,
 }
 
 /// Largest agent whose embedder can be changed (the re-embedded vectors are logged in one
@@ -402,6 +406,14 @@ impl Engine {
             config.embedder = embedder.id().to_owned();
             config.dim = embedder.dim();
             config.calibration = crate::calibration_of(embedder.family());
+        }
+        if settings.lexical_weight_from_family {
+            let family = inner
+                .config
+                .embedders
+                .get(&config.embedder)
+                .map_or(crate::embed::Family::Unknown, |e| e.family());
+            config.scoring.lexical_weight = crate::scoring_of(family).lexical_weight;
         }
         let entry = Entry {
             agent: agent_id.to_owned(),

@@ -335,6 +335,10 @@ impl AdminService for AdminApi {
             let r = request.into_inner();
             let settings = mneme_engine::AgentSettings {
                 embedder: (!r.embedder.is_empty()).then_some(r.embedder),
+                lexical_weight_from_family: r
+                    .scoring
+                    .as_ref()
+                    .is_some_and(|p| p.lexical_weight.is_none()),
                 scoring: r.scoring.map(convert::scoring),
             };
             let agent = r.agent_id;

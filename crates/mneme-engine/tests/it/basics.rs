@@ -409,7 +409,7 @@ fn changing_the_embedder_re_embeds_with_progress() {
             "bot",
             AgentSettings {
                 embedder: Some("hash-v1".into()),
-                scoring: None,
+                ..Default::default()
             },
             &|done, total| {
                 calls.lock().unwrap().push((done, total));
@@ -436,7 +436,7 @@ fn changing_the_embedder_re_embeds_with_progress() {
                 "bot",
                 AgentSettings {
                     embedder: Some("nope".into()),
-                    scoring: None
+                    ..Default::default()
                 },
                 &|_, _| {}
             )

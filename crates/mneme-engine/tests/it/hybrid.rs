@@ -230,3 +230,53 @@ fn a_favoured_memory_outside_the_first_window_still_ranks_where_it_belongs() {
         }
     }
 }
+
+/// Replacing the scoring parameters without a lexical weight keeps the family's default
+/// (1.0 for the built-in static model), not the generic 0.5: the same confidences as an
+/// explicit 1.0, other ones than an explicit 0.5.
+#[test]
+fn scoring_without_a_lexical_weight_keeps_the_family_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = open(dir.path(), &clock);
+    let texts = [
+        "the deploy server restarts every friday morning",
+        "billing portal password reset steps",
+        "weekly finance report for the team",
+    ];
+    let configure = |agent: &str, weight: Option<f32>| {
+        for text in texts {
+            let input = RememberInput {
+                content: text.into(),
+                ..Default::default()
+            };
+            engine.remember(agent, input).unwrap();
+        }
+        let settings = AgentSettings {
+            scoring: Some(ScoringParams {
+                lexical_weight: weight.unwrap_or(0.5),
+                ..Default::default()
+            }),
+            lexical_weight_from_family: weight.is_none(),
+            ..Default::default()
+        };
+        engine.configure_agent(agent, settings, &|_, _| {}).unwrap();
+    };
+    configure("unset", None);
+    configure("one", Some(1.0));
+    configure("half", Some(0.5));
+    let confidences = |agent: &str| -> Vec<f32> {
+        let q = RecallQuery {
+            query: "server restarts on friday".into(),
+            ..Default::default()
+        };
+        engine
+            .recall(agent, &q)
+            .unwrap()
+            .iter()
+            .map(|r| r.confidence)
+            .collect()
+    };
+    assert_eq!(confidences("unset"), confidences("one"));
+    assert_ne!(confidences("unset"), confidences("half"));
+}
