@@ -270,9 +270,11 @@ impl Engine {
     /// millisecond of CPU, no I/O, no waiting: no cluster read barrier, a client vector or
     /// a cheap embedder, a small `top_k`, and either an agent of at most
     /// [`LIGHT_READ_SCAN_MAX`] vectors or an unfiltered search of its graph with a small
-    /// exact tail. A server runs such reads inline on its async workers instead of handing
-    /// them to a thread pool (two thread switches per call). A prediction, not a promise:
-    /// a window that must widen can still take longer.
+    /// exact tail, and no writer holding the agent right now. A server runs such reads
+    /// inline on its async workers instead of handing them to a thread pool (two thread
+    /// switches per call). A prediction, not a promise: a window that must widen, or a
+    /// writer that takes the agent between this check and the read, can still make it
+    /// longer.
     pub fn read_is_light(&self, agent_id: &str, q: &RecallQuery) -> bool {
         if self.inner.config.replicated || q.top_k > LIGHT_READ_TOP_K_MAX {
             return false;
@@ -280,7 +282,11 @@ impl Engine {
         let Some(agent) = self.inner.agent(agent_id) else {
             return true;
         };
-        let state = agent.state.read();
+        // A writer holding the agent (a long apply, a re-embed) makes the read wait: not
+        // light, so it waits on the blocking pool, not on an async worker.
+        let Some(state) = agent.state.try_read() else {
+            return false;
+        };
         if q.vector.is_none() {
             let cheap = self
                 .inner
@@ -290,7 +296,9 @@ impl Engine {
                 return false;
             }
         }
-        let index = agent.index.read();
+        let Some(index) = agent.index.try_read() else {
+            return false;
+        };
         index.len() <= LIGHT_READ_SCAN_MAX
             || (index.has_graph()
                 && index.tail_len() <= LIGHT_READ_SCAN_MAX
