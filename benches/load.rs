@@ -97,6 +97,21 @@ fn record(h: &Histograms, op: &'static str, elapsed: Duration) {
         .unwrap();
 }
 
+/// Times `$call` (an expression that awaits one call) back to back for `$secs`, into a
+/// [`summary`].
+macro_rules! time_calls {
+    ($secs:expr, $call:expr) => {{
+        let t0 = Instant::now();
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        while t0.elapsed() < $secs {
+            let t = Instant::now();
+            $call;
+            h.record(t.elapsed().as_micros() as u64).unwrap();
+        }
+        summary(&h, t0.elapsed().as_secs_f64())
+    }};
+}
+
 fn summary(h: &Histogram<u64>, seconds: f64) -> Value {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     json!({
@@ -402,22 +417,23 @@ async fn main() {
     drop(single);
     let recall_at_10 = recall_sum / RECALL_CHECKS as f64;
     let mut rng = SplitMix64::new(7);
-    let t_lat = Instant::now();
-    let mut top10 = Histogram::<u64>::new(3).unwrap();
-    while t_lat.elapsed() < Duration::from_secs(seconds.clamp(1, 5) as u64) {
+    let mut recall_of = |agent_id: String| {
         let k = rng.next_u64() as usize % N_QUERIES;
-        let t = Instant::now();
-        c.recall(pb::RecallRequest {
-            agent_id: agent_name(agents, k % agents),
+        pb::RecallRequest {
+            agent_id: if agent_id.is_empty() {
+                agent_name(agents, k % agents)
+            } else {
+                agent_id
+            },
             vector: queries[k * DIM..(k + 1) * DIM].to_vec(),
             top_k: 10,
             ..Default::default()
-        })
-        .await
-        .unwrap();
-        top10.record(t.elapsed().as_micros() as u64).unwrap();
-    }
-    let single_client = summary(&top10, t_lat.elapsed().as_secs_f64());
+        }
+    };
+    let single_client = time_calls!(
+        Duration::from_secs(seconds.clamp(1, 5) as u64),
+        c.recall(recall_of(String::new())).await.unwrap()
+    );
     println!(
         "recall@10 {recall_at_10:.4}; one client, Recall top-10: p50 {:.3} ms, p99 {:.3} ms ({:.0} calls/s)",
         single_client["p50_ms"].as_f64().unwrap(),
@@ -426,54 +442,34 @@ async fn main() {
     );
     // The floor of the path: the same call for an agent that holds nothing (a full
     // request and response over gRPC, authentication, admission, no search).
-    let t_floor = Instant::now();
-    let mut floor = Histogram::<u64>::new(3).unwrap();
-    while t_floor.elapsed() < Duration::from_secs(2) {
-        let k = rng.next_u64() as usize % N_QUERIES;
-        let t = Instant::now();
-        c.recall(pb::RecallRequest {
-            agent_id: "nobody-here".into(),
-            vector: queries[k * DIM..(k + 1) * DIM].to_vec(),
-            top_k: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        floor.record(t.elapsed().as_micros() as u64).unwrap();
-    }
-    let floor = summary(&floor, t_floor.elapsed().as_secs_f64());
+    let floor = time_calls!(
+        Duration::from_secs(2),
+        c.recall(recall_of("nobody-here".into())).await.unwrap()
+    );
     // Below that, the transport alone: grpc.health.v1 Check (tonic's own service, tiny
     // messages, none of Mneme's handler code) on the same connection.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let t_health = Instant::now();
-    let mut health_h = Histogram::<u64>::new(3).unwrap();
-    while t_health.elapsed() < Duration::from_secs(2) {
-        let t = Instant::now();
+    let transport = time_calls!(
+        Duration::from_secs(2),
         health
             .check(tonic_health::pb::HealthCheckRequest::default())
             .await
-            .unwrap();
-        health_h.record(t.elapsed().as_micros() as u64).unwrap();
-    }
-    let transport = summary(&health_h, t_health.elapsed().as_secs_f64());
+            .unwrap()
+    );
     println!(
         "the transport's floor (grpc.health.v1 Check): p50 {:.3} ms, p99 {:.3} ms",
         transport["p50_ms"].as_f64().unwrap(),
         transport["p99_ms"].as_f64().unwrap(),
     );
     // Stats of the (first) loaded agent: counters, not a walk over its memories.
-    let t_stats = Instant::now();
-    let mut stats_h = Histogram::<u64>::new(3).unwrap();
-    while t_stats.elapsed() < Duration::from_secs(1) {
-        let t = Instant::now();
+    let stats_latency = time_calls!(
+        Duration::from_secs(1),
         c.stats(pb::StatsRequest {
             agent_id: agent_name(agents, 0),
         })
         .await
-        .unwrap();
-        stats_h.record(t.elapsed().as_micros() as u64).unwrap();
-    }
-    let stats_latency = summary(&stats_h, t_stats.elapsed().as_secs_f64());
+        .unwrap()
+    );
     println!(
         "Stats of a {}-memory agent: p50 {:.3} ms, p99 {:.3} ms",
         n / agents,

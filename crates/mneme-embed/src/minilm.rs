@@ -606,9 +606,18 @@ impl Embedder for MiniLmEmbedder {
 mod tests {
     use super::*;
 
-    /// The blocked kernel equals the plain definition, for every block shape and remainder.
+    type Kernel = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
+
+    /// The blocked kernel equals the plain definition, for every block shape and remainder,
+    /// in both its fused (FMA) and its plain form.
     #[test]
     fn dense_equals_the_definition() {
+        for kernel in [dense_panels_fused as Kernel, dense_panels_plain] {
+            dense_equals_the_definition_with(kernel);
+        }
+    }
+
+    fn dense_equals_the_definition_with(kernel: Kernel) {
         for (out, t, inp) in [
             (9, 7, 37),
             (16, 4, 8),
@@ -628,7 +637,7 @@ mod tests {
                 for (task, panels) in d.blocks.iter().enumerate() {
                     let cols = ROWS_PER_TASK.min(out - task * ROWS_PER_TASK);
                     let mut block = vec![0f32; t * cols];
-                    dense_panels(x, t, inp, panels, cols, &mut block);
+                    kernel(x, t, inp, panels, cols, &mut block);
                     for m in 0..t {
                         for c in 0..cols {
                             y[m * out + task * ROWS_PER_TASK + c] =
