@@ -298,6 +298,7 @@ impl MiniLmEmbedder {
 
     /// `y = x·Wᵀ + b` over `t` token rows, the column blocks split over the pool's threads.
     fn dense(&self, x: &[f32], t: usize, d: &Dense, y: &mut [f32]) {
+        let tokens = pack_tokens(x, t, d.inp);
         let tasks: Vec<(usize, Vec<f32>)> = d
             .blocks
             .par_iter()
@@ -305,7 +306,7 @@ impl MiniLmEmbedder {
             .map(|(task, panels)| {
                 let cols = ROWS_PER_TASK.min(d.out - task * ROWS_PER_TASK);
                 let mut block = vec![0f32; t * cols];
-                dense_panels(x, t, d.inp, panels, cols, &mut block);
+                dense_panels(&tokens, t, d.inp, panels, cols, &mut block);
                 (task * ROWS_PER_TASK, block)
             })
             .collect();
@@ -474,17 +475,39 @@ const COLS: usize = 16;
 /// Token rows one kernel pass holds in registers.
 const TOKENS: usize = 6;
 
-/// `out[m][c] = Σ_k x[m][k]·w[c][k]` for the `t` token rows of `x` (each `inp` long) and
-/// the `cols` output columns packed in `panels` (see [`Dense::new`]), written token-row
-/// major. Per panel and 4 tokens, each step broadcasts one input value of each token and
-/// multiplies it into the panel's 16 contiguous weights: 8 register accumulators, no
-/// horizontal sums, a loop the compiler vectorises; a panel (16 × `inp` weights, 24 KiB at
-/// 384) is streamed in order once and then served from L1 for the other tokens.
-fn dense_panels(x: &[f32], t: usize, inp: usize, panels: &[f32], cols: usize, out: &mut [f32]) {
+/// The `t` token rows of `x` (each `inp` long) in groups of [`TOKENS`], each group stored
+/// `[inp][TOKENS]` (zero rows past `t`), so the kernel walks a panel and a group in step,
+/// without bounds checks. Packed once per dense layer, shared by every thread's blocks.
+fn pack_tokens(x: &[f32], t: usize, inp: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; t.div_ceil(TOKENS) * inp * TOKENS];
+    for m in 0..t {
+        let (g, j) = (m / TOKENS, m % TOKENS);
+        for (k, v) in x[m * inp..(m + 1) * inp].iter().enumerate() {
+            packed[(g * inp + k) * TOKENS + j] = *v;
+        }
+    }
+    packed
+}
+
+/// `out[m][c] = Σ_k x[m][k]·w[c][k]` for the `t` token rows packed in `tokens` (see
+/// [`pack_tokens`]) and the `cols` output columns packed in `panels` (see [`Dense::new`]),
+/// written token-row major. Per panel and 6 tokens, each step broadcasts one input value
+/// of each token and multiplies it into the panel's 16 contiguous weights: 12 register
+/// accumulators, no horizontal sums, a loop the compiler vectorises; a panel (16 × `inp`
+/// weights, 24 KiB at 384) is streamed in order once and then served from L1 for the
+/// other tokens.
+fn dense_panels(
+    tokens: &[f32],
+    t: usize,
+    inp: usize,
+    panels: &[f32],
+    cols: usize,
+    out: &mut [f32],
+) {
     if fused_multiply_add() {
-        dense_panels_fused(x, t, inp, panels, cols, out);
+        dense_panels_fused(tokens, t, inp, panels, cols, out);
     } else {
-        dense_panels_plain(x, t, inp, panels, cols, out);
+        dense_panels_plain(tokens, t, inp, panels, cols, out);
     }
 }
 
@@ -507,26 +530,26 @@ fn fused_multiply_add() -> bool {
 
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn dense_panels_fused(
-    x: &[f32],
+    tokens: &[f32],
     t: usize,
     inp: usize,
     panels: &[f32],
     cols: usize,
     out: &mut [f32],
 ) {
-    panels_kernel::<true>(x, t, inp, panels, cols, out);
+    panels_kernel::<true>(tokens, t, inp, panels, cols, out);
 }
 
 #[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 fn dense_panels_plain(
-    x: &[f32],
+    tokens: &[f32],
     t: usize,
     inp: usize,
     panels: &[f32],
     cols: usize,
     out: &mut [f32],
 ) {
-    panels_kernel::<false>(x, t, inp, panels, cols, out);
+    panels_kernel::<false>(tokens, t, inp, panels, cols, out);
 }
 
 #[inline(always)]
@@ -540,23 +563,13 @@ fn mac<const FUSED: bool>(acc: f32, v: f32, w: f32) -> f32 {
 
 #[inline(always)]
 fn panels_kernel<const FUSED: bool>(
-    x: &[f32],
+    packed: &[f32],
     t: usize,
     inp: usize,
     panels: &[f32],
     cols: usize,
     out: &mut [f32],
 ) {
-    // The tokens in groups of 6, each group stored `[inp][6]` (zero rows past `t`), so the
-    // inner loop walks the panel and the group in step, without bounds checks.
-    let groups = t.div_ceil(TOKENS);
-    let mut packed = vec![0f32; groups * inp * TOKENS];
-    for m in 0..t {
-        let (g, j) = (m / TOKENS, m % TOKENS);
-        for (k, v) in x[m * inp..(m + 1) * inp].iter().enumerate() {
-            packed[(g * inp + k) * TOKENS + j] = *v;
-        }
-    }
     for (p, panel) in panels.chunks_exact(inp * COLS).enumerate() {
         let c0 = p * COLS;
         let width = COLS.min(cols - c0);
@@ -637,7 +650,7 @@ mod tests {
                 for (task, panels) in d.blocks.iter().enumerate() {
                     let cols = ROWS_PER_TASK.min(out - task * ROWS_PER_TASK);
                     let mut block = vec![0f32; t * cols];
-                    kernel(x, t, inp, panels, cols, &mut block);
+                    kernel(&pack_tokens(x, t, inp), t, inp, panels, cols, &mut block);
                     for m in 0..t {
                         for c in 0..cols {
                             y[m * out + task * ROWS_PER_TASK + c] =
