@@ -37,6 +37,11 @@ pub struct ClusterArgs {
     /// Take a raft snapshot after this many applied entries [default: 50000].
     #[arg(long, env = "MNEME_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// A node of a sharded cluster: agents are spread over shards, each a raft group of
+    /// three nodes, placed by a metadata group every node belongs to. Initialize with
+    /// `mneme cluster init --shards N`. A data directory is sharded or not for its life.
+    #[arg(long, env = "MNEME_SHARDED")]
+    pub sharded: bool,
 }
 
 /// `ID=CLUSTER_ADDR/API_ADDR`.
@@ -107,6 +112,10 @@ impl ClusterArgs {
         if !config.peers.is_empty() && !config.peers.iter().any(|(id, _)| *id == node_id) {
             bail!("--peer must list this node ({node_id}) too");
         }
+        config.sharded = self.sharded;
+        if self.sharded && !config.peers.is_empty() {
+            bail!("--sharded nodes take no --peer: run `mneme cluster init --shards N --node …`");
+        }
         if let Some(n) = self.snapshot_every {
             config.snapshot_every = n.max(100);
         }
@@ -129,6 +138,9 @@ pub async fn start(
         .context("starting the cluster node")?;
     let for_routes = Arc::clone(&node);
     let for_metrics = Arc::clone(&node);
+    let router = node
+        .is_sharded()
+        .then(|| Arc::new(ShardRouter(Arc::clone(&node))) as Arc<dyn mneme_server::route::Router>);
     let extras = mneme_server::Extras {
         routes: Some(Box::new(move |gate: mneme_server::AdminGate| {
             let gate: mneme_cluster::admin::Gate = Arc::new(move |metadata| {
@@ -142,8 +154,19 @@ pub async fn start(
         metrics: Some(mneme_server::ExtraMetrics(Arc::new(move || {
             mneme_cluster::admin::metrics(&for_metrics)
         }))),
+        router,
     };
     Ok((node, extras))
+}
+
+/// Routes by the node's shard map.
+#[derive(Debug)]
+struct ShardRouter(Arc<ClusterNode>);
+
+impl mneme_server::route::Router for ShardRouter {
+    fn route(&self, agent: &str) -> Option<Vec<String>> {
+        self.0.route(agent)
+    }
 }
 
 /// `mneme cluster …`
@@ -156,11 +179,22 @@ pub enum ClusterCommand {
         /// A node, `ID=CLUSTER_ADDR/API_ADDR` (repeat).
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+        /// A sharded cluster (nodes started with --sharded): its shard count, fixed for
+        /// its life (e.g. 64; at most 4096).
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Sharded: at most this many shards move at once [default: 2].
+        #[arg(long)]
+        max_moves: Option<u32>,
     },
-    /// Leader, term, and commit/applied index and lag per node.
+    /// Leader, term, and commit/applied index and lag per node; the shard map and the
+    /// progress of rebalancing in a sharded cluster.
     Status {
         #[command(flatten)]
         conn: Connection,
+        /// Sharded: keep printing progress until no shard is left to move.
+        #[arg(long)]
+        wait: bool,
     },
     /// Add a node (it catches up as a learner, then votes).
     AddNode {
@@ -216,22 +250,92 @@ fn print_status(s: &pb::ClusterStatus) {
             n.lag
         );
     }
+    if let Some(sh) = s.sharding.as_ref().filter(|sh| sh.shards > 0) {
+        println!(
+            "shards {} (map version {}), moves done {}, under way {}, still to do {}",
+            sh.shards,
+            sh.map_version,
+            sh.moves_done,
+            sh.moves.len(),
+            sh.moves_pending
+        );
+        for l in &sh.load {
+            println!(
+                "  node {} holds {} shard replicas{}{}",
+                l.node_id,
+                l.replicas,
+                if l.leaders > 0 {
+                    format!(", leads {}", l.leaders)
+                } else {
+                    String::new()
+                },
+                if l.leaving { " (leaving)" } else { "" }
+            );
+        }
+        for m in &sh.moves {
+            println!(
+                "  moving shard {} from node {} to node {}",
+                m.shard, m.from_node, m.to_node
+            );
+        }
+    }
+}
+
+/// `[#####.....] 12/40 moves`
+fn progress_bar(done: u64, total: u64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    format!(
+        "[{}{}] {done}/{total} moves",
+        "#".repeat(filled as usize),
+        ".".repeat((WIDTH - filled) as usize)
+    )
 }
 
 /// Runs a `mneme cluster` command.
 pub async fn run(command: ClusterCommand) -> Result<()> {
     let status = match command {
-        ClusterCommand::Init { conn, nodes } => {
+        ClusterCommand::Init {
+            conn,
+            nodes,
+            shards,
+            max_moves,
+        } => {
             let nodes = nodes
                 .iter()
                 .map(|n| parse_node(n).map(info))
                 .collect::<Result<Vec<_>>>()?;
             let mut c = ClusterClient::new(channel(&conn).await?);
-            c.init(with_key(&conn, pb::InitRequest { nodes })?).await?
+            let request = pb::InitRequest {
+                nodes,
+                shards: shards.unwrap_or(0),
+                max_moves: max_moves.unwrap_or(0),
+            };
+            c.init(with_key(&conn, request)?).await?
         }
-        ClusterCommand::Status { conn } => {
+        ClusterCommand::Status { conn, wait } => {
             let mut c = ClusterClient::new(channel(&conn).await?);
-            c.status(with_key(&conn, pb::StatusRequest {})?).await?
+            let mut status = c.status(with_key(&conn, pb::StatusRequest {})?).await?;
+            if wait {
+                // The moves still to do when we started are the whole bar.
+                let start_done = status
+                    .get_ref()
+                    .sharding
+                    .as_ref()
+                    .map_or(0, |s| s.moves_done);
+                while let Some(sh) = status.get_ref().sharding.clone() {
+                    let done = sh.moves_done - start_done.min(sh.moves_done);
+                    let total = done + u64::from(sh.moves_pending);
+                    eprint!("\r{}", progress_bar(done, total));
+                    if sh.moves_pending == 0 {
+                        eprintln!();
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    status = c.status(with_key(&conn, pb::StatusRequest {})?).await?;
+                }
+            }
+            status
         }
         ClusterCommand::AddNode { conn, node } => {
             let node = info(parse_node(&node)?);

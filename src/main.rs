@@ -636,9 +636,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )
     .await?;
     // Stop raft (it holds the engine), then close the engine: the next start replays less.
-    if let Err(err) = node.raft().shutdown().await {
-        tracing::warn!(%err, "stopping raft");
-    }
+    node.shutdown().await;
     drop(node);
     match Arc::try_unwrap(engine) {
         Ok(engine) => tokio::task::spawn_blocking(move || engine.close()).await??,

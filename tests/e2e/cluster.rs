@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 /// Cluster tests run one at a time: three nodes each already fill this machine's cores.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn ip(node: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, node as u8))

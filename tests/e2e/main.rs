@@ -14,4 +14,5 @@ mod isolation;
 mod minilm;
 mod python;
 mod rpc;
+mod sharding;
 mod tls;

@@ -39,6 +39,9 @@ impl ClusterApi {
     }
 }
 
+/// Most nodes an `Init` names.
+pub const NODES_MAX: usize = 1_000;
+
 fn node_info(n: &pb::NodeInfo) -> Result<(NodeId, NodeAddr), Status> {
     if n.node_id == 0 {
         return Err(Status::invalid_argument("node_id: must be at least 1"));
@@ -120,6 +123,56 @@ pub fn status(node: &ClusterNode) -> pb::ClusterStatus {
         applied_index: m.last_applied.map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
         nodes,
+        sharding: node.map().map(|map| sharding(node, &map)),
+    }
+}
+
+/// The shard map as `node` knows it, with the leaders it knows of.
+fn sharding(node: &ClusterNode, map: &crate::meta::ShardMap) -> pb::ShardingStatus {
+    let mut leaders: std::collections::BTreeMap<NodeId, u32> = Default::default();
+    let shard_info: Vec<pb::ShardInfo> = (0..map.shards)
+        .map(|s| {
+            let leader_id = node
+                .group(crate::shard_group(s))
+                .and_then(|g| g.raft().metrics().borrow().current_leader)
+                .unwrap_or(0);
+            if leader_id != 0 {
+                *leaders.entry(leader_id).or_default() += 1;
+            }
+            pb::ShardInfo {
+                shard: s,
+                replicas: map.replicas[s as usize].iter().copied().collect(),
+                leader_id,
+            }
+        })
+        .collect();
+    pb::ShardingStatus {
+        shards: map.shards,
+        map_version: map.version,
+        max_moves: map.max_moves,
+        moves_done: map.moves_done,
+        moves: map
+            .moves
+            .iter()
+            .map(|(s, m)| pb::ShardMove {
+                shard: *s,
+                from_node: m.from,
+                to_node: m.to,
+            })
+            .collect(),
+        moves_pending: crate::balance::pending_moves(map) as u32,
+        load: map
+            .load()
+            .into_iter()
+            .map(|(n, replicas)| pb::NodeLoad {
+                node_id: n,
+                replicas: replicas as u32,
+                leaders: leaders.get(&n).copied().unwrap_or(0),
+                leaving: map.leaving.contains(&n),
+                api_addr: map.nodes.get(&n).map(|a| a.api.clone()).unwrap_or_default(),
+            })
+            .collect(),
+        shard_info,
     }
 }
 
@@ -187,8 +240,8 @@ impl pb::cluster_server::Cluster for ClusterApi {
         request: Request<pb::InitRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         let _permit = (self.gate)(request.metadata())?;
-        let nodes = request
-            .into_inner()
+        let r = request.into_inner();
+        let nodes = r
             .nodes
             .iter()
             .map(node_info)
@@ -196,7 +249,44 @@ impl pb::cluster_server::Cluster for ClusterApi {
         if nodes.is_empty() {
             return Err(Status::invalid_argument("nodes: must not be empty"));
         }
-        self.node.init(nodes).await.map_err(failed)?;
+        if nodes.len() > NODES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "nodes: at most {NODES_MAX} (got {})",
+                nodes.len()
+            )));
+        }
+        match (self.node.is_sharded(), r.shards) {
+            (false, 0) => self.node.init(nodes).await.map_err(failed)?,
+            (false, _) => {
+                return Err(Status::failed_precondition(
+                    "shards: this node is not sharded (start every node with --sharded)",
+                ));
+            }
+            (true, 0) => {
+                return Err(Status::invalid_argument(
+                    "shards: required for a sharded cluster (1..=4096)",
+                ));
+            }
+            (true, s) if s > crate::SHARDS_MAX => {
+                return Err(Status::invalid_argument(format!(
+                    "shards: at most {} (got {s})",
+                    crate::SHARDS_MAX
+                )));
+            }
+            (true, s) => {
+                let moves = if r.max_moves == 0 { 2 } else { r.max_moves };
+                if moves > crate::meta::MOVES_MAX {
+                    return Err(Status::invalid_argument(format!(
+                        "max_moves: at most {} (got {moves})",
+                        crate::meta::MOVES_MAX
+                    )));
+                }
+                self.node
+                    .init_sharded(nodes, s, moves)
+                    .await
+                    .map_err(failed)?;
+            }
+        }
         Ok(Response::new(status(&self.node)))
     }
 

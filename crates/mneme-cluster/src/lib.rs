@@ -20,7 +20,9 @@
 )]
 
 pub mod admin;
+pub mod balance;
 pub mod log;
+pub mod meta;
 pub mod net;
 pub mod node;
 pub mod sm;
@@ -38,6 +40,37 @@ pub mod pb {
 
 /// A node's id (non-zero).
 pub type NodeId = u64;
+
+/// A raft group on a node. A replicated (unsharded) cluster has one, [`DATA_GROUP`], holding
+/// every agent. A sharded cluster has the metadata group [`META_GROUP`] (the shard map) and
+/// one group per shard: shard `s` is group `s + 1`.
+pub type GroupId = u32;
+
+/// The one group of a replicated cluster.
+pub const DATA_GROUP: GroupId = 0;
+
+/// The metadata group of a sharded cluster (the same id: a node is one or the other).
+pub const META_GROUP: GroupId = 0;
+
+/// Most shards a cluster may have.
+pub const SHARDS_MAX: u32 = 4_096;
+
+/// The group of shard `shard`.
+pub fn shard_group(shard: u32) -> GroupId {
+    shard + 1
+}
+
+/// The shard holding `agent` among `shards`: FNV-1a (64-bit) of the agent id, modulo the
+/// count. Stable across builds and platforms (the placement of every agent depends on it;
+/// it must never change for a cluster's life).
+pub fn shard_of(agent: &str, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in agent.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))) as u32
+}
 
 /// Where a node is reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
@@ -28,10 +28,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::node::{ClusterNode, Group};
 use crate::pb::raft_client::RaftClient;
 use crate::pb::{self, RaftMessage};
 use crate::sm::{FileMeta, SnapshotFiles};
-use crate::{NodeAddr, NodeId, Proposal, TypeConfig};
+use crate::{GroupId, NodeAddr, NodeId, Proposal, TypeConfig};
 
 /// The request header carrying the cluster secret.
 pub const SECRET_HEADER: &str = "x-mneme-cluster-secret";
@@ -42,6 +43,9 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// An AppendEntries carries at most about this many bytes (unless it is one entry).
 pub const APPEND_BYTES_MAX: usize = 2 * 1024 * 1024;
 
+/// The request header naming the raft group a call is for (absent: group 0).
+pub const GROUP_HEADER: &str = "x-mneme-group";
+
 /// What the shared secret must at least be.
 pub const SECRET_BYTES_MIN: usize = 16;
 
@@ -50,6 +54,7 @@ pub const SECRET_BYTES_MIN: usize = 16;
 pub struct PeerClient {
     client: RaftClient<tonic::transport::Channel>,
     secret: Arc<str>,
+    group: GroupId,
 }
 
 impl PeerClient {
@@ -63,13 +68,30 @@ impl PeerClient {
         let client = RaftClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(crate::MESSAGE_BYTES_MAX)
             .max_encoding_message_size(crate::MESSAGE_BYTES_MAX);
-        Ok(Self { client, secret })
+        Ok(Self {
+            client,
+            secret,
+            group: 0,
+        })
+    }
+
+    /// The same connection, for calls about group `group`.
+    pub fn for_group(&self, group: GroupId) -> Self {
+        Self {
+            client: self.client.clone(),
+            secret: Arc::clone(&self.secret),
+            group,
+        }
     }
 
     fn request<T>(&self, msg: T, timeout: Duration) -> Request<T> {
         let mut r = Request::new(msg);
         if let Ok(v) = MetadataValue::try_from(&*self.secret) {
             r.metadata_mut().insert(SECRET_HEADER, v);
+        }
+        if self.group != 0 {
+            r.metadata_mut()
+                .insert(GROUP_HEADER, MetadataValue::from(self.group));
         }
         r.set_timeout(timeout);
         r
@@ -83,6 +105,27 @@ impl PeerClient {
             .forward(self.request(
                 RaftMessage {
                     payload: crate::encode(p),
+                },
+                timeout,
+            ))
+            .await?
+            .into_inner();
+        crate::decode(&reply.payload).map_err(Status::internal)
+    }
+
+    /// Asks (what it believes is) the group's leader to replace a replica: add `add` as a
+    /// learner, wait for it to catch up, then make `voters` the voters.
+    pub async fn change_replicas(
+        &self,
+        change: &ReplicaChange,
+        timeout: Duration,
+    ) -> Result<ForwardReply, Status> {
+        let reply = self
+            .client
+            .clone()
+            .change_replicas(self.request(
+                RaftMessage {
+                    payload: crate::encode(change),
                 },
                 timeout,
             ))
@@ -119,13 +162,24 @@ pub enum ForwardReply {
     Failed(String),
 }
 
-/// openraft's network: a client per peer.
+/// A shard move's membership change (see [`PeerClient::change_replicas`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaChange {
+    /// The node joining.
+    pub add: (NodeId, NodeAddr),
+    /// The voters afterwards.
+    pub voters: std::collections::BTreeSet<NodeId>,
+}
+
+/// openraft's network for one group: a client per peer.
 #[derive(Clone, Debug)]
 pub struct Network {
     /// The secret.
     pub secret: Arc<str>,
     /// Outgoing connections' source address.
     pub local_ip: Option<IpAddr>,
+    /// The group.
+    pub group: GroupId,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -134,7 +188,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> Self::Network {
         Peer {
             target,
-            client: PeerClient::new(&node.raft, Arc::clone(&self.secret), self.local_ip),
+            client: PeerClient::new(&node.raft, Arc::clone(&self.secret), self.local_ip)
+                .map(|c| c.for_group(self.group)),
         }
     }
 }
@@ -372,29 +427,24 @@ async fn send_files(
         .map_err(|_| "the receiver closed the snapshot stream".to_owned())
 }
 
-/// Snapshot ids are `term-index-millis`; file names `NNNNNN.agent`. Nothing else from the
+/// Snapshot ids are `term-index-millis`; file names `NNNNNN.agent` (or the shard map's). Nothing else from the
 /// wire names a path.
 fn valid_snapshot_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit() || b == b'-')
 }
 
 fn valid_file_name(name: &str) -> bool {
+    if name == crate::meta::MAP_FILE {
+        return true;
+    }
     name.len() == 12 && name.ends_with(".agent") && name[..6].bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The `Raft` service a node serves on its cluster port.
 #[derive(Clone)]
 pub struct RaftService {
-    /// The node (set once it is built), for batched read-index rounds.
+    /// The node (set once it is built): its groups.
     pub node: Arc<std::sync::OnceLock<std::sync::Weak<crate::node::ClusterNode>>>,
-    /// The local raft.
-    pub raft: crate::Raft,
-    /// Where partial snapshots are kept (`raft/incoming`).
-    pub incoming: PathBuf,
-    /// Milliseconds (since `epoch`) of the last append-entries from a leader.
-    pub last_contact_ms: Arc<AtomicU64>,
-    /// The origin of `last_contact_ms`.
-    pub epoch: Instant,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -429,6 +479,27 @@ impl tonic::service::Interceptor for SecretCheck {
     }
 }
 
+impl RaftService {
+    /// The node and the group a call names.
+    fn group<T>(&self, request: &Request<T>) -> Result<(Arc<ClusterNode>, Arc<Group>), Status> {
+        let Some(node) = self.node.get().and_then(std::sync::Weak::upgrade) else {
+            return Err(Status::unavailable("starting"));
+        };
+        let id: GroupId = match request.metadata().get(GROUP_HEADER) {
+            None => 0,
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Status::invalid_argument(format!("{GROUP_HEADER}: malformed")))?,
+        };
+        let group = node
+            .group(id)
+            .ok_or_else(|| Status::unavailable(format!("group {id} does not run here")))?;
+        Ok((node, group))
+    }
+}
+
 fn message(payload: Vec<u8>) -> Response<RaftMessage> {
     Response::new(RaftMessage { payload })
 }
@@ -439,20 +510,21 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let (node, g) = self.group(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             crate::decode(&request.into_inner().payload).map_err(Status::invalid_argument)?;
-        let r = self.raft.append_entries(rpc).await;
+        let r = g.raft.append_entries(rpc).await;
         if r.as_ref().is_ok_and(|resp| resp.is_success()) {
-            self.last_contact_ms
-                .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+            g.last_contact_ms.store(node.now_ms(), Ordering::SeqCst);
         }
         Ok(message(crate::encode(&r)))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let (_, g) = self.group(&request)?;
         let rpc: VoteRequest<NodeId> =
             crate::decode(&request.into_inner().payload).map_err(Status::invalid_argument)?;
-        let r = self.raft.vote(rpc).await;
+        let r = g.raft.vote(rpc).await;
         Ok(message(crate::encode(&r)))
     }
 
@@ -460,10 +532,11 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let (_, g) = self.group(&request)?;
         let p: Proposal =
             crate::decode(&request.into_inner().payload).map_err(Status::invalid_argument)?;
         let limit = crate::node::PROPOSE_TIMEOUT;
-        let Ok(written) = tokio::time::timeout(limit, self.raft.client_write(p)).await else {
+        let Ok(written) = tokio::time::timeout(limit, g.raft.client_write(p)).await else {
             return Ok(message(crate::encode(&ForwardReply::Failed(
                 "not committed in time (no majority reachable); it may or may not be stored — retry with the same request_id".into(),
             ))));
@@ -480,20 +553,37 @@ impl pb::raft_server::Raft for RaftService {
 
     async fn read_index(
         &self,
-        _request: Request<RaftMessage>,
+        request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let Some(node) = self.node.get().and_then(std::sync::Weak::upgrade) else {
-            return Err(Status::unavailable("starting"));
-        };
+        let (node, g) = self.group(&request)?;
         // Only a leader answers with an index: a follower asked this would ask its leader.
-        let reply = if node.is_leader() {
-            match node.read_index_batched().await {
+        let reply = if g.is_leader(node.id()) {
+            match node.read_index_batched(&g).await {
                 Ok(Some(i)) => ForwardReply::Index(i),
-                Ok(None) => ForwardReply::NotLeader(node.leader()),
+                Ok(None) => ForwardReply::NotLeader(node.leader_of(&g)),
                 Err(e) => ForwardReply::Failed(e),
             }
         } else {
-            ForwardReply::NotLeader(node.leader())
+            ForwardReply::NotLeader(node.leader_of(&g))
+        };
+        Ok(message(crate::encode(&reply)))
+    }
+
+    async fn change_replicas(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let (node, g) = self.group(&request)?;
+        let change: ReplicaChange =
+            crate::decode(&request.into_inner().payload).map_err(Status::invalid_argument)?;
+        if !g.is_leader(node.id()) {
+            return Ok(message(crate::encode(&ForwardReply::NotLeader(
+                node.leader_of(&g),
+            ))));
+        }
+        let reply = match node.change_replicas(&g, change).await {
+            Ok(()) => ForwardReply::Index(g.applied_index()),
+            Err(e) => ForwardReply::Failed(e.to_string()),
         };
         Ok(message(crate::encode(&reply)))
     }
@@ -502,12 +592,13 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::SnapshotProbe>,
     ) -> Result<Response<pb::SnapshotOffsetsReply>, Status> {
+        let (_, g) = self.group(&request)?;
         let id = request.into_inner().snapshot_id;
         if !valid_snapshot_id(&id) {
             return Err(Status::invalid_argument("snapshot_id: malformed"));
         }
         // Partial transfers of other snapshots are stale now.
-        if let Ok(entries) = std::fs::read_dir(&self.incoming) {
+        if let Ok(entries) = std::fs::read_dir(&g.incoming) {
             for e in entries.flatten() {
                 if e.file_name().to_str() != Some(id.as_str()) {
                     let _ = std::fs::remove_dir_all(e.path());
@@ -515,7 +606,7 @@ impl pb::raft_server::Raft for RaftService {
             }
         }
         let mut received = HashMap::new();
-        if let Ok(entries) = std::fs::read_dir(self.incoming.join(&id)) {
+        if let Ok(entries) = std::fs::read_dir(g.incoming.join(&id)) {
             for e in entries.flatten() {
                 if let (Some(name), Ok(m)) =
                     (e.file_name().to_str().map(str::to_owned), e.metadata())
@@ -532,6 +623,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<tonic::Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let (_, g) = self.group(&request)?;
         let mut stream = request.into_inner();
         let mut open: Option<(String, tokio::fs::File, u64)> = None;
         let mut dir: Option<PathBuf> = None;
@@ -539,7 +631,7 @@ impl pb::raft_server::Raft for RaftService {
             if !valid_snapshot_id(&chunk.snapshot_id) {
                 return Err(Status::invalid_argument("snapshot_id: malformed"));
             }
-            let d = self.incoming.join(&chunk.snapshot_id);
+            let d = g.incoming.join(&chunk.snapshot_id);
             if dir.as_ref().is_some_and(|x| *x != d) {
                 return Err(Status::invalid_argument(
                     "snapshot_id changed within a transfer",
@@ -558,7 +650,7 @@ impl pb::raft_server::Raft for RaftService {
                         .map_err(|e| Status::internal(e.to_string()))?;
                 }
                 let done: Done = crate::decode(&chunk.done).map_err(Status::invalid_argument)?;
-                let r = self.finish(&d, done).await?;
+                let r = finish(&g, &d, done).await?;
                 return Ok(message(crate::encode(&r)));
             }
             if !valid_file_name(&chunk.file) {
@@ -621,13 +713,13 @@ impl pb::raft_server::Raft for RaftService {
     }
 }
 
-impl RaftService {
-    /// Checks every file of a received snapshot whole, then installs it.
-    async fn finish(
-        &self,
-        dir: &Path,
-        done: Done,
-    ) -> Result<Result<SnapshotResponse<NodeId>, Fatal<NodeId>>, Status> {
+/// Checks every file of a received snapshot whole, then installs it in group `g`.
+async fn finish(
+    g: &Group,
+    dir: &Path,
+    done: Done,
+) -> Result<Result<SnapshotResponse<NodeId>, Fatal<NodeId>>, Status> {
+    {
         if done.meta.snapshot_id.as_str() != dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
         {
             return Err(Status::invalid_argument(
@@ -658,6 +750,6 @@ impl RaftService {
                 files: done.files,
             }),
         };
-        Ok(self.raft.install_full_snapshot(done.vote, snapshot).await)
+        Ok(g.raft.install_full_snapshot(done.vote, snapshot).await)
     }
 }

@@ -80,12 +80,15 @@ impl Waiters {
         self.waiting.lock().remove(&seq);
     }
 
-    fn deliver(&self, seq: u64, outcome: Outcome) {
+    pub(crate) fn deliver(&self, seq: u64, outcome: Outcome) {
         if let Some(tx) = self.waiting.lock().remove(&seq) {
             let _ = tx.send(outcome);
         }
     }
 }
+
+/// Which agents a group's state machine holds (all of them, or one shard's).
+pub type Part = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The newest snapshot, shared by the state machine and its builders.
 type Current = Arc<Mutex<Option<(SnapshotMeta<NodeId, NodeAddr>, SnapshotFiles)>>>;
@@ -102,6 +105,8 @@ pub struct StateMachine {
     current: Current,
     /// The last applied index, for readers outside openraft.
     applied_index: Arc<AtomicU64>,
+    /// The agents it holds.
+    part: Part,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -121,7 +126,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError<NodeId> {
 }
 
 /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -166,6 +171,7 @@ impl StateMachine {
         waiters: Arc<Waiters>,
         root: &Path,
         applied_index: Arc<AtomicU64>,
+        part: Part,
     ) -> Result<Self, crate::ClusterError> {
         let io = |what: &str, source| crate::ClusterError::Io {
             what: format!("{what} {}", root.display()),
@@ -190,6 +196,7 @@ impl StateMachine {
             membership: applied.membership,
             current: Arc::new(Mutex::new(current)),
             applied_index,
+            part,
         };
         sm.applied_index
             .store(sm.last_applied.map_or(0, |l| l.index), Ordering::SeqCst);
@@ -240,13 +247,21 @@ fn remove_other_snapshots(dir: &Path, keep: &Path) {
 }
 
 /// Builds a snapshot of the engine as of (at least) `last_applied`.
-#[derive(Debug)]
 pub struct Builder {
     engine: Arc<Engine>,
     root: PathBuf,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, NodeAddr>,
     current: Current,
+    part: Part,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("last_applied", &self.last_applied)
+            .finish_non_exhaustive()
+    }
 }
 
 fn build(b: &Builder) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
@@ -256,7 +271,7 @@ fn build(b: &Builder) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
     // The engine's agent files then reflect every entry applied before now, which
     // includes everything up to `last_applied`.
     b.engine.checkpoint().map_err(|e| snap_err(e.to_string()))?;
-    let files: Vec<AgentFile> = b.engine.snapshot_files();
+    let files: Vec<AgentFile> = b.engine.snapshot_files_of(&*b.part);
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -324,6 +339,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             current: Arc::clone(&self.current),
+            part: Arc::clone(&self.part),
         };
         tokio::task::spawn_blocking(move || build(&b))
             .await
@@ -397,6 +413,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             current: Arc::clone(&self.current),
+            part: Arc::clone(&self.part),
         }
     }
 
@@ -427,7 +444,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .collect();
         let engine = Arc::clone(&self.engine);
-        tokio::task::spawn_blocking(move || engine.install_agents(&files, index))
+        let part = Arc::clone(&self.part);
+        tokio::task::spawn_blocking(move || engine.install_agents_of(&files, index, &*part))
             .await
             .map_err(|e| {
                 StorageIOError::write_snapshot(None, openraft::AnyError::error(e.to_string()))

@@ -384,7 +384,7 @@ impl Inner {
                 .replicator
                 .get()
                 .ok_or_else(|| Error::Unavailable("the cluster is starting".into()))?;
-            replicator.propose(payload)?
+            replicator.propose(&entry.agent, payload)?
         } else {
             let inner = Arc::clone(self);
             self.store
@@ -515,6 +515,13 @@ impl Inner {
         let now = self.now_ms();
         let mut total = 0;
         for agent in self.agents_snapshot() {
+            // A replica sweeps only the agents whose log it leads (the others learn of the
+            // expiry through that log).
+            let sweeps = !self.config.replicated
+                || self.replicator.get().is_some_and(|r| r.leads(&agent.id));
+            if !sweeps {
+                continue;
+            }
             let due = agent.state.read().next_expiry().is_some_and(|t| t <= now);
             if !due {
                 continue;
@@ -625,11 +632,7 @@ fn background(inner: &Arc<Inner>) {
         }
         inner.save_graphs(false);
         if last_sweep.elapsed() >= inner.config.ttl_sweep_interval {
-            let sweeps =
-                !inner.config.replicated || inner.replicator.get().is_some_and(|r| r.leads());
-            if sweeps {
-                let _ = inner.sweep_expired();
-            }
+            let _ = inner.sweep_expired();
             last_sweep = Instant::now();
         }
         if !inner.config.replicated

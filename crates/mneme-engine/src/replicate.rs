@@ -35,16 +35,18 @@ pub enum ReadConsistency {
 
 /// The consensus log under a replicated engine (implemented by `mneme-cluster`).
 pub trait Replicator: Send + Sync + std::fmt::Debug {
-    /// Orders `entry` (an encoded [`crate::mutation::Entry`]) in the replicated log and
-    /// returns the outcome of applying it on this node, once a majority has it durably.
-    /// Errors: [`Error::Unavailable`] when there is no leader to take it (retryable).
-    fn propose(&self, entry: Vec<u8>) -> Result<Outcome>;
+    /// Orders `entry` (an encoded [`crate::mutation::Entry`] of `agent`) in the replicated
+    /// log that holds the agent and returns the outcome of applying it on this node, once a
+    /// majority has it durably. Errors: [`Error::Unavailable`] when there is no leader to
+    /// take it (retryable).
+    fn propose(&self, agent: &str, entry: Vec<u8>) -> Result<Outcome>;
 
-    /// Waits until this node may serve a read of the given consistency.
-    fn read_barrier(&self, consistency: ReadConsistency) -> Result<()>;
+    /// Waits until this node may serve a read of `agent` of the given consistency.
+    fn read_barrier(&self, agent: &str, consistency: ReadConsistency) -> Result<()>;
 
-    /// True while this node leads (it alone sweeps expired memories).
-    fn leads(&self) -> bool;
+    /// True while this node leads the log holding `agent` (it alone sweeps the agent's
+    /// expired memories).
+    fn leads(&self, agent: &str) -> bool;
 }
 
 /// One agent's snapshot file, as a replica sends it.
@@ -100,13 +102,14 @@ impl Engine {
         self.inner.config.replicated
     }
 
-    /// Waits until this node may serve a read of `consistency` (at once on a single node).
-    pub fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
+    /// Waits until this node may serve a read of `agent` of `consistency` (at once on a
+    /// single node).
+    pub fn read_barrier(&self, agent: &str, consistency: ReadConsistency) -> Result<()> {
         if !self.inner.config.replicated {
             return Ok(());
         }
         match self.inner.replicator.get() {
-            Some(r) => r.read_barrier(consistency),
+            Some(r) => r.read_barrier(agent, consistency),
             None => Err(Error::Unavailable("the cluster is starting".into())),
         }
     }
@@ -114,12 +117,20 @@ impl Engine {
     /// The live agent snapshot files (after a [`Engine::checkpoint`], they reflect every
     /// entry applied before it began).
     pub fn snapshot_files(&self) -> Vec<AgentFile> {
+        self.snapshot_files_of(&|_| true)
+    }
+
+    /// The live snapshot files of the agents `part` selects (one shard's).
+    pub fn snapshot_files_of(&self, part: &dyn Fn(&str) -> bool) -> Vec<AgentFile> {
         let store = &self.inner.store;
         store
             .snapshots()
             .into_iter()
             .filter_map(|s| {
                 let agent = crate::snapshot::agent_of_tag(&s.tag)?.to_owned();
+                if !part(&agent) {
+                    return None;
+                }
                 Some(AgentFile {
                     agent,
                     index: s.lsn,
@@ -138,12 +149,33 @@ impl Engine {
     /// store and loaded; agents they do not name are dropped. The caller stops applying
     /// while this runs.
     pub fn install_agents(&self, files: &[AgentFile], index: u64) -> Result<()> {
+        self.install_agents_of(files, index, &|_| true)
+    }
+
+    /// Like [`Engine::install_agents`], for the agents `part` selects only (one shard's,
+    /// each replicated by its own log): those not in `files` are dropped, every other
+    /// agent stays as it is. With no files, drops the part (a replica moved away).
+    pub fn install_agents_of(
+        &self,
+        files: &[AgentFile],
+        index: u64,
+        part: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
         let inner = &self.inner;
         let _one = inner.checkpointing.lock();
         let mut written = Vec::with_capacity(files.len());
         let mut loaded: HashMap<String, Arc<Agent>> = HashMap::with_capacity(files.len());
         for f in files {
             crate::limits::check_agent_id(&f.agent)?;
+            if !part(&f.agent) {
+                return Err(Error::invalid(
+                    "snapshot",
+                    format!(
+                        "agent {} does not belong to the part installed",
+                        crate::limits::echo(&f.agent)
+                    ),
+                ));
+            }
             let bytes = std::fs::read(&f.path)?;
             let corrupt = |offset: u64, reason: String| {
                 Error::Storage(mneme_storage::Error::Corruption {
@@ -175,18 +207,22 @@ impl Engine {
             .agents
             .read()
             .keys()
-            .filter(|id| !loaded.contains_key(*id))
+            .filter(|id| part(id) && !loaded.contains_key(*id))
             .cloned()
             .collect();
-        if !dropped.is_empty() {
+        if !dropped.is_empty() && !files.is_empty() {
             tracing::warn!(
                 agents = dropped.len(),
                 "the installed snapshot lacks agents this replica had"
             );
         }
-        inner.store.install_replacing_all(written, index + 1)?;
-        *inner.agents.write() = loaded;
-        inner.applied_lsn.store(index, Ordering::SeqCst);
+        let covers = |tag: &[u8]| crate::snapshot::agent_of_tag(tag).is_some_and(part);
+        inner.store.install_replacing(written, &covers, index + 1)?;
+        let mut agents = inner.agents.write();
+        agents.retain(|id, _| !part(id));
+        agents.extend(loaded);
+        drop(agents);
+        inner.applied_lsn.fetch_max(index, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -121,6 +121,15 @@ async fn import_batch(
     Ok(importer)
 }
 
+/// A stream for an agent this node does not hold (a sharded cluster routes unary calls,
+/// not streams): the caller is told where to send it.
+fn elsewhere(rpc: &str, to: &[String]) -> Status {
+    Status::failed_precondition(format!(
+        "{rpc} in a sharded cluster goes to a node holding the agent's shard: {}",
+        to.join(", ")
+    ))
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     type ExportStream = ExportStream;
@@ -132,6 +141,9 @@ impl AdminService for AdminApi {
         let s = &self.0;
         s.timed("Export", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                return Err(elsewhere("Export", &to));
+            }
             let deadline =
                 Instant::now() + requested_deadline(request.metadata(), STREAM_DEADLINE_DEFAULT);
             let agent = request.into_inner().agent_id;
@@ -213,6 +225,9 @@ impl AdminService for AdminApi {
                 .await?
                 .ok_or_else(|| Status::invalid_argument("import: the stream is empty"))?;
             auth.authorize(&principal, &first.agent_id)?;
+            if let Some(to) = s.routes.remote(&Request::new(()), &first.agent_id)? {
+                return Err(elsewhere("Import", &to));
+            }
             let _permit = s
                 .admission
                 .admit(&tenant(&auth, &principal, &first.agent_id))?;
@@ -332,6 +347,17 @@ impl AdminService for AdminApi {
         let s = &self.0;
         s.timed("ConfigureAgent", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        pb::admin_service_client::AdminServiceClient::new(c)
+                            .configure_agent(r)
+                            .await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let settings = mneme_engine::AgentSettings {
                 embedder: (!r.embedder.is_empty()).then_some(r.embedder),

@@ -12,6 +12,7 @@ mod codec;
 pub mod convert;
 mod health;
 mod metrics;
+pub mod route;
 mod service;
 
 use std::future::Future;
@@ -214,6 +215,8 @@ pub struct Extras {
     pub routes: Option<Box<dyn FnOnce(AdminGate) -> tonic::service::Routes + Send>>,
     /// More `/metrics` series.
     pub metrics: Option<ExtraMetrics>,
+    /// Where agents are served (a sharded cluster).
+    pub router: Option<Arc<dyn route::Router>>,
 }
 
 impl std::fmt::Debug for Extras {
@@ -221,6 +224,7 @@ impl std::fmt::Debug for Extras {
         f.debug_struct("Extras")
             .field("routes", &self.routes.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("router", &self.router.is_some())
             .finish()
     }
 }
@@ -310,6 +314,7 @@ pub async fn run_with(
         metrics,
         admission: Arc::clone(&admission),
         stream_idle: config.stream_idle_timeout,
+        routes: route::Routes::new(extras.router.clone()),
     };
     let (health, health_api) = health::health(admission);
     tokio::spawn(watch_poison(health.clone(), Arc::downgrade(&engine)));

@@ -15,6 +15,7 @@ use crate::auth::{Auth, Principal};
 use crate::convert::{self, RecallFields};
 use crate::metrics::Metrics;
 use crate::pb;
+use crate::pb::memory_service_client::MemoryServiceClient;
 use crate::pb::memory_service_server::MemoryService;
 
 /// What every handler needs.
@@ -27,6 +28,8 @@ pub struct Shared {
     pub(crate) admission: Arc<Admission>,
     /// Streams whose client neither reads nor sends for this long are ended.
     pub(crate) stream_idle: std::time::Duration,
+    /// Where agents are served (a sharded cluster).
+    pub(crate) routes: crate::route::Routes,
 }
 
 impl Shared {
@@ -164,6 +167,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Remember", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).remember(r).await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let agent = r.agent_id.clone();
             let request_id = r.request_id.clone();
@@ -183,6 +195,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("RememberBatch", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).remember_batch(r).await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let mut items = Vec::with_capacity(r.items.len());
             for (i, item) in r.items.into_iter().enumerate() {
@@ -219,6 +240,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Recall", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).recall(r).await
+                    })
+                    .await;
+            }
             let read = consistency(&request)?;
             let r = request.into_inner();
             let agent = r.agent_id;
@@ -226,7 +256,7 @@ impl MemoryService for MemoryApi {
             let light = s.engine.read_is_light(&agent, &query);
             let out = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(read)?;
+                    e.read_barrier(&agent, read)?;
                     e.recall(&agent, &query)
                 })
                 .await?;
@@ -244,6 +274,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("InjectContext", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).inject_context(r).await
+                    })
+                    .await;
+            }
             let read = consistency(&request)?;
             let r = request.into_inner();
             let agent = r.agent_id;
@@ -252,7 +291,7 @@ impl MemoryService for MemoryApi {
             let light = s.engine.read_is_light(&agent, &query);
             let out = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(read)?;
+                    e.read_barrier(&agent, read)?;
                     e.inject_context(&agent, &query, max_tokens)
                 })
                 .await?;
@@ -269,13 +308,22 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Get", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).get(r).await
+                    })
+                    .await;
+            }
             let read = consistency(&request)?;
             let r = request.into_inner();
             let id = r.id.clone();
             let light = !s.engine.is_replicated();
             let found = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(read)?;
+                    e.read_barrier(&r.agent_id, read)?;
                     e.get(&r.agent_id, &r.id, r.include_vector)
                 })
                 .await?;
@@ -298,13 +346,22 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("List", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).list(r).await
+                    })
+                    .await;
+            }
             let read = consistency(&request)?;
             let r = request.into_inner();
             let agent = r.agent_id.clone();
             let query = convert::list_query(r)?;
             let page = s
                 .blocking(permit, move |e| {
-                    e.read_barrier(read)?;
+                    e.read_barrier(&agent, read)?;
                     e.list(&agent, &query)
                 })
                 .await?;
@@ -323,6 +380,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Update", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).update(r).await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let (agent, id) = (r.agent_id.clone(), r.id.clone());
             let input = convert::update_input(r);
@@ -348,6 +414,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Forget", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).forget(r).await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let forgotten = s
                 .blocking(permit, move |e| e.forget(&r.agent_id, &r.ids))
@@ -364,6 +439,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("MarkUsed", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).mark_used(r).await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let marked = s
                 .blocking(permit, move |e| e.mark_used(&r.agent_id, &r.ids))
@@ -380,6 +464,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("ForgetSession", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).forget_session(r).await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let forgotten = s
                 .blocking(permit, move |e| {
@@ -398,6 +491,15 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("ClearAll", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).clear_all(r).await
+                    })
+                    .await;
+            }
             let r = request.into_inner();
             let forgotten = s
                 .blocking(permit, move |e| e.clear_all(&r.agent_id))
@@ -414,13 +516,22 @@ impl MemoryService for MemoryApi {
         let s = &self.0;
         s.timed("Stats", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
+                let _permit = permit;
+                return s
+                    .routes
+                    .forward(to, request, |c, r| async move {
+                        MemoryServiceClient::new(c).stats(r).await
+                    })
+                    .await;
+            }
             let read = consistency(&request)?;
             let agent = request.into_inner().agent_id;
             let a = agent.clone();
             let light = !s.engine.is_replicated();
             let stats = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(read)?;
+                    e.read_barrier(&a, read)?;
                     e.stats(&a)
                 })
                 .await?;

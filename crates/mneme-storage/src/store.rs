@@ -372,12 +372,29 @@ impl Store {
         snapshots: Vec<SnapshotRef>,
         retain_from_lsn: u64,
     ) -> Result<()> {
+        self.install_replacing(snapshots, &|_| true, retain_from_lsn)
+    }
+
+    /// Like [`Store::install`], but every live snapshot whose tag `covers` is dropped unless
+    /// `snapshots` has one for its tag (a replica adopting another's state for a part of
+    /// its data: one shard's agents).
+    pub fn install_replacing(
+        &self,
+        snapshots: Vec<SnapshotRef>,
+        covers: &dyn Fn(&[u8]) -> bool,
+        retain_from_lsn: u64,
+    ) -> Result<()> {
         let inner = &self.inner;
         inner.check_poison()?;
         let mut manifest = inner.manifest.lock();
         let mut next = manifest.clone();
-        let replaced: Vec<u64> = next.snapshots.iter().map(|s| s.file_id).collect();
-        next.snapshots = snapshots;
+        let (replaced, kept): (Vec<SnapshotRef>, Vec<SnapshotRef>) =
+            std::mem::take(&mut next.snapshots)
+                .into_iter()
+                .partition(|s| covers(&s.tag) || snapshots.iter().any(|n| n.tag == s.tag));
+        let replaced: Vec<u64> = replaced.iter().map(|s| s.file_id).collect();
+        next.snapshots = kept;
+        next.snapshots.extend(snapshots);
         next.snapshots.sort_by(|a, b| a.tag.cmp(&b.tag));
         next.snapshots.dedup_by(|a, b| a.tag == b.tag);
         next.next_file_id = inner.next_file_id.load(Ordering::SeqCst);
