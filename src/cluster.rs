@@ -167,6 +167,22 @@ impl mneme_server::route::Router for ShardRouter {
     fn route(&self, agent: &str) -> Option<Vec<String>> {
         self.0.route(agent)
     }
+
+    fn nodes(&self) -> Vec<mneme_server::route::NodeShards> {
+        let Some(map) = self.0.map() else {
+            return Vec::new();
+        };
+        map.nodes
+            .iter()
+            .map(|(id, addr)| mneme_server::route::NodeShards {
+                api: addr.api.clone(),
+                shards: (0..map.shards)
+                    .filter(|s| map.replicas[*s as usize].contains(id))
+                    .collect(),
+                local: *id == self.0.id(),
+            })
+            .collect()
+    }
 }
 
 /// `mneme cluster …`

@@ -366,6 +366,15 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
         SHARDS as usize * 3
     );
 
+    // What the groups cost when nothing happens (heartbeats of 16 shard groups and the
+    // metadata group).
+    let idle: Vec<f64> = (1..=5).map(|id| cpu_seconds(c.pid(id).unwrap())).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in 1..=5u64 {
+        let used = cpu_seconds(c.pid(id).unwrap()) - idle[id as usize - 1];
+        eprintln!("node {id} idle: {:.1} % of a core", used * 100.0 / 3.0);
+    }
+
     // Every agent gets a memory, through every node (most requests are routed).
     let c = Arc::new(c);
     let seen = Arc::new(Seen::default());
@@ -458,6 +467,7 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
     let c = Arc::new(c);
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(&c, &seen, all.clone(), &stop);
+    let joined = Instant::now();
     c.admin(1)
         .add_node(cpb::AddNodeRequest {
             node: Some(c.spec(6)),
@@ -469,6 +479,11 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
             s.load.iter().any(|l| l.node_id == 6 && l.replicas > 0)
         })
         .await;
+    eprintln!(
+        "join: {} moves done in {:.1} s under load",
+        s.moves_done,
+        joined.elapsed().as_secs_f64()
+    );
     let (lo, hi) = spread(&s);
     assert!(hi - lo <= 1, "uneven after the join: {:?}", s.load);
     assert_eq!(s.load.len(), 6);
@@ -516,6 +531,20 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
         "{:?}",
         seen.failures.lock().unwrap()
     );
+    // A call over every shard (Compact) fans out and says who answered: not node 3.
+    let compact =
+        pb::admin_service_client::AdminServiceClient::new(c.channel(1, Duration::from_secs(60)))
+            .compact(pb::CompactRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(compact.parts.len(), 6, "{compact:?}");
+    for part in &compact.parts {
+        let is_3 = part.node == c.nodes[&3].api.to_string();
+        assert_eq!(part.answered, !is_3, "{part:?}");
+        assert_eq!(part.error.is_empty(), !is_3, "{part:?}");
+        assert!(!part.shards.is_empty(), "{part:?}");
+    }
     let mut c = Arc::try_unwrap(c).ok().unwrap();
     c.launch(3);
 
@@ -523,6 +552,8 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
     let c = Arc::new(c);
     let all6: Vec<u64> = (1..=6).filter(|n| *n != 2).collect();
     let tasks = load(&c, &seen, all6.clone(), &stop);
+    let removing = Instant::now();
+    let moves_before = c.sharding(1).await.unwrap().moves_done;
     c.admin(1)
         .remove_node(cpb::RemoveNodeRequest { node_id: 2 })
         .await
@@ -536,6 +567,11 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
         s.shard_info
             .iter()
             .all(|i| !i.replicas.contains(&2) && i.replicas.len() == 3)
+    );
+    eprintln!(
+        "removal: {} moves done in {:.1} s under load",
+        s.moves_done - moves_before,
+        removing.elapsed().as_secs_f64()
     );
     let (lo, hi) = spread(&s);
     assert!(hi - lo <= 1, "uneven after the removal: {:?}", s.load);

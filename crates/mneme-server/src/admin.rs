@@ -319,6 +319,8 @@ impl AdminService for AdminApi {
         let s = &self.0;
         s.timed("Compact", async {
             let permit = s.admit_admin(&request)?;
+            let fan_out = s.routes.fan_out(&request);
+            let metadata = request.metadata().clone();
             let (before, after, expired) = s
                 .blocking(permit, |e| {
                     let size = |e: &mneme_engine::Engine| {
@@ -331,10 +333,60 @@ impl AdminService for AdminApi {
                     Ok((before, size(e), expired))
                 })
                 .await?;
+            let Some(nodes) = fan_out else {
+                return Ok(Response::new(pb::CompactResponse {
+                    bytes_before: before,
+                    bytes_after: after,
+                    expired_removed: expired,
+                    parts: Vec::new(),
+                }));
+            };
+            // A sharded cluster: every other node compacts too, and says so.
+            let mut parts = Vec::with_capacity(nodes.len());
+            for n in nodes {
+                let mut part = pb::CompactPart {
+                    node: n.api.clone(),
+                    shards: n.shards.clone(),
+                    ..Default::default()
+                };
+                if n.local {
+                    part.answered = true;
+                    part.bytes_before = before;
+                    part.bytes_after = after;
+                    part.expired_removed = expired;
+                } else {
+                    let answer = s
+                        .routes
+                        .part(
+                            &n.api,
+                            &metadata,
+                            pb::CompactRequest {},
+                            |c, r| async move {
+                                pb::admin_service_client::AdminServiceClient::new(c)
+                                    .compact(r)
+                                    .await
+                            },
+                        )
+                        .await;
+                    match answer {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            part.answered = true;
+                            part.bytes_before = r.bytes_before;
+                            part.bytes_after = r.bytes_after;
+                            part.expired_removed = r.expired_removed;
+                        }
+                        Err(e) => part.error = mneme_engine::limits::echo(e.message()),
+                    }
+                }
+                parts.push(part);
+            }
+            let answered = parts.iter().filter(|p| p.answered);
             Ok(Response::new(pb::CompactResponse {
-                bytes_before: before,
-                bytes_after: after,
-                expired_removed: expired,
+                bytes_before: answered.clone().map(|p| p.bytes_before).sum(),
+                bytes_after: answered.clone().map(|p| p.bytes_after).sum(),
+                expired_removed: answered.map(|p| p.expired_removed).sum(),
+                parts,
             }))
         })
         .await

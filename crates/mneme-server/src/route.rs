@@ -20,6 +20,21 @@ pub trait Router: Send + Sync + std::fmt::Debug {
     /// `None`: this node serves `agent`; else the client ports (`host:port`) of the nodes
     /// holding its shard.
     fn route(&self, agent: &str) -> Option<Vec<String>>;
+
+    /// Every node of the cluster for a call that covers all shards: its client address,
+    /// the shards it holds, and whether it is this node.
+    fn nodes(&self) -> Vec<NodeShards>;
+}
+
+/// A node and the shards it holds (see [`Router::nodes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeShards {
+    /// Its client port (`host:port`).
+    pub api: String,
+    /// The shards it holds replicas of.
+    pub shards: Vec<u32>,
+    /// This node.
+    pub local: bool,
 }
 
 /// The header marking a routed request.
@@ -69,6 +84,42 @@ impl Routes {
             )),
             Some(to) => Ok(Some(to)),
         }
+    }
+
+    /// The cluster's nodes, for a call that covers every shard (`None`: not sharded, or
+    /// this call is itself one node's part of such a call).
+    pub(crate) fn fan_out<T>(&self, request: &Request<T>) -> Option<Vec<NodeShards>> {
+        let router = self.router.as_ref()?;
+        if request.metadata().contains_key(ROUTED_HEADER) {
+            return None;
+        }
+        Some(router.nodes())
+    }
+
+    /// Sends `request` to node `addr` as one part of a call covering every shard.
+    pub(crate) async fn part<Req, Resp, F, Fut>(
+        &self,
+        addr: &str,
+        metadata: &tonic::metadata::MetadataMap,
+        message: Req,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let mut r = Request::new(message);
+        for key in CARRIED {
+            if let Some(v) = metadata.get(key) {
+                r.metadata_mut().insert(key, v.clone());
+            }
+        }
+        r.metadata_mut().insert(
+            ROUTED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        r.set_timeout(ROUTED_TIMEOUT);
+        call(self.channel(addr)?, r).await
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Status> {

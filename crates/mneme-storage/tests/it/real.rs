@@ -178,3 +178,37 @@ fn a_data_directory_of_the_first_format_is_refused_with_what_to_do() {
         b"old"
     );
 }
+
+#[test]
+fn installing_one_part_replaces_only_that_part_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = |store: &Store, tag: &[u8], body: &[u8]| {
+        let mut w = store.begin_snapshot(tag, 1).unwrap();
+        std::io::Write::write_all(&mut w, body).unwrap();
+        w.finish().unwrap()
+    };
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let a1 = snap(&store, b"a/1", b"one");
+        let b1 = snap(&store, b"b/1", b"other part");
+        let a2 = snap(&store, b"a/2", b"two");
+        store.install(vec![a1, b1, a2], 1).unwrap();
+        // Part "a/": a/1 is replaced, a/2 is dropped (not in the new set), b/1 stays.
+        let a1_new = snap(&store, b"a/1", b"one, newer");
+        let covers = |tag: &[u8]| tag.starts_with(b"a/");
+        store.install_replacing(vec![a1_new], &covers, 1).unwrap();
+        let tags: Vec<Vec<u8>> = store.snapshots().iter().map(|s| s.tag.clone()).collect();
+        assert_eq!(tags, vec![b"a/1".to_vec(), b"b/1".to_vec()]);
+        // An empty set drops the part.
+        store.install_replacing(Vec::new(), &covers, 1).unwrap();
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let live = store.snapshots();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].tag, b"b/1".to_vec());
+    assert_eq!(
+        store.read_snapshot(&live[0]).unwrap().bytes(),
+        b"other part"
+    );
+}
