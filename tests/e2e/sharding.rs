@@ -614,6 +614,71 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
         seen.reads.load(Ordering::Relaxed),
         seen.retried.load(Ordering::Relaxed)
     );
+    // Streams are routed too: export an agent through a node that does not hold it (the
+    // same bytes as through one that does), and import it as a new agent through another
+    // such node.
+    let map = c.sharding(1).await.unwrap();
+    let holders = |a: &str| -> Vec<u64> {
+        map.shard_info[mneme_cluster::shard_of(a, SHARDS) as usize]
+            .replicas
+            .clone()
+    };
+    let source = agent(7);
+    let holds = holders(&source);
+    let (inside, outside) = (holds[0], *all6.iter().find(|n| !holds.contains(n)).unwrap());
+    let exported = |node: u64| {
+        let c = Arc::clone(&c);
+        let source = source.clone();
+        async move {
+            let mut admin = pb::admin_service_client::AdminServiceClient::new(
+                c.channel(node, Duration::from_secs(60)),
+            );
+            let mut stream = admin
+                .export(pb::ExportRequest { agent_id: source })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.message().await.unwrap() {
+                bytes.extend_from_slice(&chunk.data);
+            }
+            bytes
+        }
+    };
+    let direct = exported(inside).await;
+    let routed = exported(outside).await;
+    assert!(!direct.is_empty());
+    assert_eq!(direct, routed, "a routed export differs");
+    let copy = (0..)
+        .map(|i| format!("copy-{i}"))
+        .find(|a| !holders(a).contains(&outside))
+        .unwrap();
+    let lines = direct.iter().filter(|b| **b == b'\n').count() as u64;
+    let chunks = vec![pb::ImportChunk {
+        agent_id: copy.clone(),
+        data: direct.clone(),
+    }];
+    let imported = pb::admin_service_client::AdminServiceClient::new(
+        c.channel(outside, Duration::from_secs(60)),
+    )
+    .import(tokio_stream::iter(chunks))
+    .await
+    .unwrap()
+    .into_inner()
+    .imported;
+    assert!(
+        imported > 0 && imported <= lines,
+        "{imported} of {lines} lines"
+    );
+    let stats = MemoryServiceClient::new(c.channel(outside, Duration::from_secs(20)))
+        .stats(pb::StatsRequest {
+            agent_id: copy.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.total_memories, imported);
+
     let mut c = Arc::try_unwrap(c).ok().unwrap();
     for id in 1..=6 {
         c.kill(id);

@@ -121,13 +121,63 @@ async fn import_batch(
     Ok(importer)
 }
 
-/// A stream for an agent this node does not hold (a sharded cluster routes unary calls,
-/// not streams): the caller is told where to send it.
-fn elsewhere(rpc: &str, to: &[String]) -> Status {
-    Status::failed_precondition(format!(
-        "{rpc} in a sharded cluster goes to a node holding the agent's shard: {}",
-        to.join(", ")
-    ))
+/// An Import for an agent another node holds: the caller's chunks go on to it, within
+/// this call's idle timeout and deadline. A caller's stream that fails mid-way cancels the
+/// relayed call (the holder sees an aborted stream, never a short one that looks whole).
+async fn relay_import(
+    s: &Shared,
+    to: Vec<String>,
+    caller: &Request<()>,
+    first: pb::ImportChunk,
+    mut stream: Streaming<pb::ImportChunk>,
+    deadline: Instant,
+) -> Result<Response<pb::ImportResponse>, Status> {
+    let Some(addr) = to.first() else {
+        return Err(Status::unavailable(
+            "no node holds the agent's shard right now; retry",
+        ));
+    };
+    let (tx, rx) = mpsc::channel::<pb::ImportChunk>(2);
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Status>();
+    let idle = s.stream_idle;
+    let reader = tokio::spawn(async move {
+        if !send(&tx, first, idle, deadline).await {
+            return;
+        }
+        let failure = loop {
+            match next_chunk(&mut stream, idle, deadline).await {
+                Ok(Some(chunk)) => {
+                    if !send(&tx, chunk, idle, deadline).await {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(status) => break status,
+            }
+        };
+        let _ = failed_tx.send(failure);
+        // Keep `tx` open until the relayed call is cancelled (aborting this task).
+        std::future::pending::<()>().await;
+        drop(tx);
+    });
+    let left = deadline.saturating_duration_since(Instant::now());
+    let call = s.routes.part(
+        addr,
+        caller.metadata(),
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        left,
+        |c, r| async move {
+            pb::admin_service_client::AdminServiceClient::new(c)
+                .import(r)
+                .await
+        },
+    );
+    let out = tokio::select! {
+        out = call => out,
+        Ok(status) = failed_rx => Err(status),
+    };
+    reader.abort();
+    out
 }
 
 #[tonic::async_trait]
@@ -141,11 +191,52 @@ impl AdminService for AdminApi {
         let s = &self.0;
         s.timed("Export", async {
             let permit = s.admit(&request, |r| &r.agent_id)?;
+            let wanted = requested_deadline(request.metadata(), STREAM_DEADLINE_DEFAULT);
+            let deadline = Instant::now() + wanted;
             if let Some(to) = s.routes.remote(&request, &request.get_ref().agent_id)? {
-                return Err(elsewhere("Export", &to));
+                // Relay the holder's stream, under this call's permit, idle timeout and
+                // deadline.
+                let mut remote = s
+                    .routes
+                    .forward_within(to, request, wanted, |c, r| async move {
+                        pb::admin_service_client::AdminServiceClient::new(c)
+                            .export(r)
+                            .await
+                    })
+                    .await?
+                    .into_inner();
+                let (tx, rx) = mpsc::channel(2);
+                let finished = Arc::new(AtomicBool::new(false));
+                let done = Arc::clone(&finished);
+                let idle = s.stream_idle;
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    loop {
+                        let next = timeout_at(deadline, remote.message()).await;
+                        let item = match next {
+                            Ok(Ok(Some(chunk))) => Ok(chunk),
+                            Ok(Ok(None)) => {
+                                done.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(Err(status)) => Err(status),
+                            Err(_) => return,
+                        };
+                        let failed = item.is_err();
+                        if failed {
+                            done.store(true, Ordering::SeqCst);
+                        }
+                        if !send(&tx, item, idle, deadline).await || failed {
+                            return;
+                        }
+                    }
+                });
+                return Ok(Response::new(ExportStream {
+                    rx,
+                    finished,
+                    ended: false,
+                }));
             }
-            let deadline =
-                Instant::now() + requested_deadline(request.metadata(), STREAM_DEADLINE_DEFAULT);
             let agent = request.into_inner().agent_id;
             // The first page is read before answering, so a bad agent is a status, not an
             // error in the middle of a stream.
@@ -220,17 +311,19 @@ impl AdminService for AdminApi {
             let principal = auth.authenticate(request.metadata())?;
             let deadline =
                 Instant::now() + requested_deadline(request.metadata(), STREAM_DEADLINE_DEFAULT);
-            let mut stream = request.into_inner();
+            let (metadata, _, mut stream) = request.into_parts();
+            let mut metadata_only = Request::new(());
+            *metadata_only.metadata_mut() = metadata;
             let first = next_chunk(&mut stream, s.stream_idle, deadline)
                 .await?
                 .ok_or_else(|| Status::invalid_argument("import: the stream is empty"))?;
             auth.authorize(&principal, &first.agent_id)?;
-            if let Some(to) = s.routes.remote(&Request::new(()), &first.agent_id)? {
-                return Err(elsewhere("Import", &to));
-            }
             let _permit = s
                 .admission
                 .admit(&tenant(&auth, &principal, &first.agent_id))?;
+            if let Some(to) = s.routes.remote(&metadata_only, &first.agent_id)? {
+                return relay_import(s, to, &metadata_only, first, stream, deadline).await;
+            }
             let agent = first.agent_id;
             let mut buf = first.data;
             let mut importer: Option<Importer> = None;
@@ -361,6 +454,7 @@ impl AdminService for AdminApi {
                             &n.api,
                             &metadata,
                             pb::CompactRequest {},
+                            crate::route::ROUTED_TIMEOUT,
                             |c, r| async move {
                                 pb::admin_service_client::AdminServiceClient::new(c)
                                     .compact(r)

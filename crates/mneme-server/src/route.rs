@@ -96,12 +96,14 @@ impl Routes {
         Some(router.nodes())
     }
 
-    /// Sends `request` to node `addr` as one part of a call covering every shard.
+    /// Sends `message` to node `addr` with the caller's credentials from `metadata`, as
+    /// routed (one node's part of a call covering every shard, or a routed stream).
     pub(crate) async fn part<Req, Resp, F, Fut>(
         &self,
         addr: &str,
         metadata: &tonic::metadata::MetadataMap,
         message: Req,
+        timeout: Duration,
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
@@ -118,7 +120,7 @@ impl Routes {
             ROUTED_HEADER,
             tonic::metadata::MetadataValue::from_static("1"),
         );
-        r.set_timeout(ROUTED_TIMEOUT);
+        r.set_timeout(timeout);
         call(self.channel(addr)?, r).await
     }
 
@@ -136,11 +138,28 @@ impl Routes {
         Ok(c)
     }
 
-    /// Sends `request` to the first of `to` that can be reached, with `call`.
+    /// Sends `request` to the first of `to` that can be reached, with `call`, within
+    /// [`ROUTED_TIMEOUT`].
     pub(crate) async fn forward<Req, Resp, F, Fut>(
         &self,
         to: Vec<String>,
         request: Request<Req>,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        F: Fn(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        self.forward_within(to, request, ROUTED_TIMEOUT, call).await
+    }
+
+    /// [`Routes::forward`] with a deadline of `timeout` (a stream's).
+    pub(crate) async fn forward_within<Req, Resp, F, Fut>(
+        &self,
+        to: Vec<String>,
+        request: Request<Req>,
+        timeout: Duration,
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
@@ -162,7 +181,7 @@ impl Routes {
                 ROUTED_HEADER,
                 tonic::metadata::MetadataValue::from_static("1"),
             );
-            r.set_timeout(ROUTED_TIMEOUT);
+            r.set_timeout(timeout);
             match call(self.channel(&addr)?, r).await {
                 // Never reached it: the next one may be up.
                 Err(s) if s.code() == tonic::Code::Unavailable && unreached(&s) => last = s,
