@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use tonic::transport::Channel;
 
 const AGENTS: usize = 1_000;
-const SHARDS: u32 = 16;
+const SHARDS: u32 = 64;
 
 fn ip(node: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, node as u8))
@@ -357,8 +357,14 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
     c.admin(1).init(init).await.unwrap();
+    // Every shard's leader is in the map (routing sends requests there first).
     let s = c
-        .settled(3, Duration::from_secs(30), |s| s.shards == SHARDS)
+        .settled(3, Duration::from_secs(60), |s| {
+            s.shards == SHARDS
+                && s.shard_info
+                    .iter()
+                    .all(|i| i.leader_id != 0 && i.replicas.contains(&i.leader_id))
+        })
         .await;
     assert!(spread(&s).1 - spread(&s).0 <= 1, "{s:?}");
     assert_eq!(

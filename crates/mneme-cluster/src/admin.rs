@@ -132,9 +132,11 @@ fn sharding(node: &ClusterNode, map: &crate::meta::ShardMap) -> pb::ShardingStat
     let mut leaders: std::collections::BTreeMap<NodeId, u32> = Default::default();
     let shard_info: Vec<pb::ShardInfo> = (0..map.shards)
         .map(|s| {
+            // What this node's own replica knows, else the map's hint.
             let leader_id = node
                 .group(crate::shard_group(s))
                 .and_then(|g| g.raft().metrics().borrow().current_leader)
+                .or_else(|| map.leaders.get(s as usize).map(|l| l.0))
                 .unwrap_or(0);
             if leader_id != 0 {
                 *leaders.entry(leader_id).or_default() += 1;

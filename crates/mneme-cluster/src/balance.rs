@@ -118,6 +118,51 @@ pub(crate) async fn reconciler(node: Weak<ClusterNode>) {
     }
 }
 
+/// Every node, per shard group it runs: when it becomes the group's leader, it records
+/// that in the map (the hint routing uses), until the group stops.
+pub(crate) async fn report_leadership(
+    node: Weak<ClusterNode>,
+    shard: u32,
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, NodeAddr>>,
+) {
+    let mut reported = 0;
+    loop {
+        let (leads, term) = {
+            let m = metrics.borrow_and_update();
+            (m.state == openraft::ServerState::Leader, m.current_term)
+        };
+        if leads && term > reported {
+            let Some(n) = node.upgrade() else { return };
+            let known = n
+                .map()
+                .and_then(|map| map.leaders.get(shard as usize).copied())
+                .unwrap_or_default();
+            if known == (n.id(), term) || known.1 > term {
+                reported = term;
+            } else {
+                let cmd = MetaCommand::Leader {
+                    shard,
+                    node: n.id(),
+                    term,
+                };
+                match n.propose_meta(&cmd).await {
+                    Ok(()) => reported = term,
+                    Err(err) => {
+                        tracing::debug!(shard, %err, "reporting leadership (will retry)");
+                        drop(n);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+        }
+        // The group's metrics end with the group.
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Every node; acts while it leads the metadata group.
 pub(crate) async fn balancer(node: Weak<ClusterNode>) {
     let running: Arc<parking_lot::Mutex<HashSet<u32>>> = Arc::default();

@@ -63,6 +63,10 @@ pub struct ShardMap {
     pub max_moves: u32,
     /// Moves completed since the cluster began.
     pub moves_done: u64,
+    /// Per shard, the node that last reported leading its group, and the term it led in
+    /// (a routing hint: requests go there first).
+    #[serde(default)]
+    pub leaders: Vec<(NodeId, u64)>,
 }
 
 impl ShardMap {
@@ -77,6 +81,17 @@ impl ShardMap {
                 .filter(|(_, m)| m.to == node)
                 .map(|(s, _)| *s),
         );
+        out
+    }
+
+    /// The replicas of `shard` to send its requests to, the last known leader first.
+    pub fn targets(&self, shard: u32) -> Vec<NodeId> {
+        let Some(replicas) = self.replicas.get(shard as usize) else {
+            return Vec::new();
+        };
+        let leader = self.leaders.get(shard as usize).map(|l| l.0);
+        let mut out: Vec<NodeId> = replicas.iter().copied().collect();
+        out.sort_by_key(|n| Some(*n) != leader);
         out
     }
 
@@ -117,6 +132,7 @@ impl ShardMap {
                     .map(|s| (0..per).map(|k| ids[(s + k) % ids.len()]).collect())
                     .collect();
                 self.generation = vec![0; *shards as usize];
+                self.leaders = vec![(0, 0); *shards as usize];
                 self.max_moves = (*max_moves).clamp(1, MOVES_MAX);
             }
             MetaCommand::AddNode { id, addr } => {
@@ -174,6 +190,16 @@ impl ShardMap {
                 r.insert(*to);
                 self.generation[*shard as usize] += 1;
                 self.moves_done += 1;
+            }
+            MetaCommand::Leader { shard, node, term } => {
+                self.initialized()?;
+                let Some(slot) = self.leaders.get_mut(*shard as usize) else {
+                    return Err(format!("shard {shard}: no such shard"));
+                };
+                if *term < slot.1 || (*term == slot.1 && slot.0 == *node) {
+                    return Err(format!("shard {shard}: a newer or equal leader is known"));
+                }
+                *slot = (*node, *term);
             }
             MetaCommand::Forget { id } => {
                 if !self.leaving.contains(id) {
@@ -241,6 +267,15 @@ pub enum MetaCommand {
         from: NodeId,
         /// To.
         to: NodeId,
+    },
+    /// A node leads a shard's group (in `term`): a routing hint.
+    Leader {
+        /// The shard.
+        shard: u32,
+        /// The leader.
+        node: NodeId,
+        /// Its term (older reports never replace newer ones).
+        term: u64,
     },
     /// A leaving node that holds nothing any more leaves the map.
     Forget {
@@ -592,6 +627,50 @@ mod tests {
         assert!(
             m.apply(&MetaCommand::Forget { id: 1 }).is_err(),
             "still holds shard 1"
+        );
+    }
+
+    #[test]
+    fn leader_reports_never_go_back_in_term_and_lead_the_targets() {
+        let mut m = init(3, 2);
+        assert_eq!(m.targets(0).len(), 3);
+        m.apply(&MetaCommand::Leader {
+            shard: 0,
+            node: 2,
+            term: 5,
+        })
+        .unwrap();
+        assert_eq!(m.targets(0)[0], 2);
+        assert!(
+            m.apply(&MetaCommand::Leader {
+                shard: 0,
+                node: 3,
+                term: 4
+            })
+            .is_err()
+        );
+        assert!(
+            m.apply(&MetaCommand::Leader {
+                shard: 0,
+                node: 2,
+                term: 5
+            })
+            .is_err()
+        );
+        m.apply(&MetaCommand::Leader {
+            shard: 0,
+            node: 3,
+            term: 6,
+        })
+        .unwrap();
+        assert_eq!(m.targets(0)[0], 3);
+        assert!(
+            m.apply(&MetaCommand::Leader {
+                shard: 9,
+                node: 3,
+                term: 6
+            })
+            .is_err()
         );
     }
 

@@ -451,7 +451,7 @@ impl ClusterNode {
             return None;
         }
         Some(
-            replicas
+            map.targets(shard)
                 .iter()
                 .filter_map(|n| map.nodes.get(n).map(|a| a.api.clone()))
                 .collect(),
@@ -498,6 +498,11 @@ impl ClusterNode {
                             tracing::warn!(shard, %err, "initializing the shard group");
                         }
                     }
+                    tokio::spawn(crate::balance::report_leadership(
+                        self.me.get().cloned().unwrap_or_default(),
+                        shard,
+                        group.raft.metrics(),
+                    ));
                     self.groups.write().insert(gid, group);
                 }
                 Err(err) => tracing::error!(shard, %err, "starting the shard group"),
