@@ -21,6 +21,9 @@ use tonic::transport::Channel;
 const AGENTS: usize = 1_000;
 const SHARDS: u32 = 64;
 
+/// A client gives up on one operation (retries included) after this.
+const OP_DEADLINE: Duration = Duration::from_secs(90);
+
 fn ip(node: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, node as u8))
 }
@@ -198,7 +201,12 @@ struct Seen {
 /// until acknowledged, through other nodes if need be).
 async fn write(c: &Shards, seen: &Seen, via: &[u64], agent: &str, n: u64) -> bool {
     let request_id = format!("{agent}-{n}");
+    let deadline = Instant::now() + OP_DEADLINE;
     for attempt in 0..60 {
+        // One failure fails the test: stop at once instead of grinding through the rest.
+        if Instant::now() > deadline || !seen.failures.lock().unwrap().is_empty() {
+            break;
+        }
         let node = via[(n as usize + attempt) % via.len()];
         let mut client = MemoryServiceClient::new(c.channel(node, Duration::from_secs(20)));
         let r = pb::RememberRequest {
@@ -226,16 +234,19 @@ async fn write(c: &Shards, seen: &Seen, via: &[u64], agent: &str, n: u64) -> boo
             }
         }
     }
-    seen.failures
-        .lock()
-        .unwrap()
-        .push(format!("remember {agent}: not acknowledged after 60 tries"));
+    seen.failures.lock().unwrap().push(format!(
+        "remember {agent}: not acknowledged within {OP_DEADLINE:?} (60 tries at most)"
+    ));
     false
 }
 
 /// Gets `id` of `agent` through the nodes `via` (linearizable); `Err` if it is missing.
 async fn read(c: &Shards, seen: &Seen, via: &[u64], agent: &str, id: &str) -> Result<(), String> {
+    let deadline = Instant::now() + OP_DEADLINE;
     for attempt in 0..60 {
+        if Instant::now() > deadline || !seen.failures.lock().unwrap().is_empty() {
+            break;
+        }
         let node = via[attempt % via.len()];
         let mut client = MemoryServiceClient::new(c.channel(node, Duration::from_secs(20)));
         let r = pb::GetRequest {
@@ -255,7 +266,9 @@ async fn read(c: &Shards, seen: &Seen, via: &[u64], agent: &str, id: &str) -> Re
             Err(s) => return Err(format!("get {agent}/{id} via {node}: {s}")),
         }
     }
-    Err(format!("get {agent}/{id}: no answer after 60 tries"))
+    Err(format!(
+        "get {agent}/{id}: no answer within {OP_DEADLINE:?} (60 tries at most)"
+    ))
 }
 
 /// CPU seconds (user + system) a process used so far.
@@ -473,13 +486,58 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
     let c = Arc::new(c);
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(&c, &seen, all.clone(), &stop);
+    // Through the CLI: add the node, then follow the rebalancing to its end.
     let joined = Instant::now();
-    c.admin(1)
-        .add_node(cpb::AddNodeRequest {
-            node: Some(c.spec(6)),
+    let server = format!("http://{}", c.nodes[&1].api);
+    let six = c.spec(6);
+    let six = format!("6={}/{}", six.raft_addr, six.api_addr);
+    let (added, watched) = {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            // The CLI, killed (failing the test with what it printed) after 180 s.
+            let cli = |args: &[&str]| {
+                let mut child = Command::new(env!("CARGO_BIN_EXE_mneme"))
+                    .arg("cluster")
+                    .args(args)
+                    .args(["--server", &server])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let deadline = Instant::now() + Duration::from_secs(180);
+                while child.try_wait().unwrap().is_none() {
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let out = child.wait_with_output().unwrap();
+                        panic!(
+                            "mneme cluster {args:?} did not finish in 180 s: {}\n{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                child.wait_with_output().unwrap()
+            };
+            (
+                cli(&["add-node", "--node", &six]),
+                cli(&["status", "--wait"]),
+            )
         })
         .await
-        .unwrap();
+        .unwrap()
+    };
+    assert!(added.status.success(), "{added:?}");
+    assert!(watched.status.success(), "{watched:?}");
+    let out = String::from_utf8_lossy(&watched.stdout);
+    let bar = String::from_utf8_lossy(&watched.stderr);
+    assert!(out.contains(&format!("shards {SHARDS} ")), "{out}");
+    assert!(out.contains("still to do 0"), "{out}");
+    assert!(out.contains("node 6 holds"), "{out}");
+    assert!(
+        bar.trim_end().ends_with(" moves") && bar.contains("] "),
+        "{bar}"
+    );
     let s = c
         .settled(1, Duration::from_secs(180), |s| {
             s.load.iter().any(|l| l.node_id == 6 && l.replicas > 0)
