@@ -962,4 +962,8 @@ impl Replicator for ClusterNode {
     fn leads(&self, agent: &str) -> bool {
         self.group_of(agent).is_ok_and(|g| g.is_leader(self.id))
     }
+
+    fn holds(&self, agent: &str) -> bool {
+        self.group_of(agent).is_ok()
+    }
 }

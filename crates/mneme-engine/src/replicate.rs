@@ -47,6 +47,10 @@ pub trait Replicator: Send + Sync + std::fmt::Debug {
     /// True while this node leads the log holding `agent` (it alone sweeps the agent's
     /// expired memories).
     fn leads(&self, agent: &str) -> bool;
+
+    /// True while this node holds a replica of `agent` (in a sharded cluster, its shard
+    /// may move away, and the copy here is then dropped).
+    fn holds(&self, agent: &str) -> bool;
 }
 
 /// One agent's snapshot file, as a replica sends it.
@@ -112,6 +116,28 @@ impl Engine {
             Some(r) => r.read_barrier(agent, consistency),
             None => Err(Error::Unavailable("the cluster is starting".into())),
         }
+    }
+
+    /// Runs `read` (a read of `agent`) after the read barrier of `consistency`, and serves
+    /// its result only if this node still holds the agent afterwards: a read that raced
+    /// with its shard moving away (and the copy here being dropped) is refused as
+    /// retryable rather than answered from an emptied agent. At once on a single node.
+    pub fn consistent_read<T>(
+        &self,
+        agent: &str,
+        consistency: ReadConsistency,
+        read: impl FnOnce(&Engine) -> Result<T>,
+    ) -> Result<T> {
+        self.read_barrier(agent, consistency)?;
+        let out = read(self)?;
+        if let Some(r) = self.inner.replicator.get()
+            && !r.holds(agent)
+        {
+            return Err(Error::Unavailable(
+                "the agent's shard moved away from this node during the read; retry".into(),
+            ));
+        }
+        Ok(out)
     }
 
     /// The live agent snapshot files (after a [`Engine::checkpoint`], they reflect every

@@ -256,8 +256,7 @@ impl MemoryService for MemoryApi {
             let light = s.engine.read_is_light(&agent, &query);
             let out = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(&agent, read)?;
-                    e.recall(&agent, &query)
+                    e.consistent_read(&agent, read, |e| e.recall(&agent, &query))
                 })
                 .await?;
             Ok(Response::new(pb::RecallResponse {
@@ -291,8 +290,9 @@ impl MemoryService for MemoryApi {
             let light = s.engine.read_is_light(&agent, &query);
             let out = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(&agent, read)?;
-                    e.inject_context(&agent, &query, max_tokens)
+                    e.consistent_read(&agent, read, |e| {
+                        e.inject_context(&agent, &query, max_tokens)
+                    })
                 })
                 .await?;
             Ok(Response::new(pb::InjectContextResponse {
@@ -323,8 +323,9 @@ impl MemoryService for MemoryApi {
             let light = !s.engine.is_replicated();
             let found = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(&r.agent_id, read)?;
-                    e.get(&r.agent_id, &r.id, r.include_vector)
+                    e.consistent_read(&r.agent_id, read, |e| {
+                        e.get(&r.agent_id, &r.id, r.include_vector)
+                    })
                 })
                 .await?;
             found
@@ -361,8 +362,7 @@ impl MemoryService for MemoryApi {
             let query = convert::list_query(r)?;
             let page = s
                 .blocking(permit, move |e| {
-                    e.read_barrier(&agent, read)?;
-                    e.list(&agent, &query)
+                    e.consistent_read(&agent, read, |e| e.list(&agent, &query))
                 })
                 .await?;
             Ok(Response::new(pb::ListResponse {
@@ -531,8 +531,7 @@ impl MemoryService for MemoryApi {
             let light = !s.engine.is_replicated();
             let stats = s
                 .read(permit, light, move |e| {
-                    e.read_barrier(&a, read)?;
-                    e.stats(&a)
+                    e.consistent_read(&a, read, |e| e.stats(&a))
                 })
                 .await?;
             Ok(Response::new(convert::stats(agent, stats)))
