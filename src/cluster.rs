@@ -44,6 +44,37 @@ pub struct ClusterArgs {
     pub sharded: bool,
 }
 
+/// The `[cluster]` table of `mneme serve --config` (the same settings as the flags, which
+/// win when both are given).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    node_id: Option<NodeId>,
+    cluster_listen: Option<SocketAddr>,
+    cluster_advertise: Option<String>,
+    api_advertise: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
+    peers: Option<Vec<String>>,
+    snapshot_every: Option<u64>,
+    sharded: Option<bool>,
+}
+
+impl ClusterArgs {
+    /// Takes from `file` every setting no flag (or environment variable) gave.
+    pub fn fill_from(&mut self, file: FileCluster) {
+        self.node_id = self.node_id.or(file.node_id);
+        self.cluster_listen = self.cluster_listen.or(file.cluster_listen);
+        self.cluster_advertise = self.cluster_advertise.take().or(file.cluster_advertise);
+        self.api_advertise = self.api_advertise.take().or(file.api_advertise);
+        self.cluster_secret_file = self.cluster_secret_file.take().or(file.cluster_secret_file);
+        if self.peers.is_empty() {
+            self.peers = file.peers.unwrap_or_default();
+        }
+        self.snapshot_every = self.snapshot_every.or(file.snapshot_every);
+        self.sharded = self.sharded || file.sharded.unwrap_or(false);
+    }
+}
+
 /// `ID=CLUSTER_ADDR/API_ADDR`.
 pub fn parse_node(s: &str) -> Result<(NodeId, NodeAddr)> {
     let (id, addrs) = s
@@ -157,6 +188,39 @@ pub async fn start(
         router,
     };
     Ok((node, extras))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_table_fills_what_flags_left_out() {
+        let file: FileCluster = toml::from_str(
+            r#"
+            node_id = 2
+            cluster_listen = "127.0.0.2:50061"
+            cluster_secret_file = "/etc/mneme/secret"
+            peers = ["1=127.0.0.1:50061/127.0.0.1:50051", "2=127.0.0.2:50061/127.0.0.2:50051"]
+            sharded = false
+            "#,
+        )
+        .unwrap();
+        let mut args = ClusterArgs {
+            node_id: Some(7),
+            ..Default::default()
+        };
+        args.fill_from(file);
+        assert_eq!(args.node_id, Some(7), "a flag wins");
+        assert_eq!(
+            args.cluster_listen,
+            Some("127.0.0.2:50061".parse().unwrap())
+        );
+        assert_eq!(args.peers.len(), 2);
+        assert!(!args.sharded);
+        let bad = toml::from_str::<FileCluster>("node = 1");
+        assert!(bad.is_err(), "unknown keys are refused");
+    }
 }
 
 /// Routes by the node's shard map.

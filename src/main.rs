@@ -263,6 +263,8 @@ struct FileConfig {
     stream_idle_timeout_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    /// The `[cluster]` table: the cluster flags of `mneme serve`.
+    cluster: Option<cluster::FileCluster>,
 }
 
 #[derive(Debug, Args)]
@@ -604,7 +606,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("fault injection: applying a memory with this content panics");
         config.fault_panic_on_content = Some(marker);
     }
-    let clustered = args.cluster.config(&data_dir, listen)?;
+    let mut cluster_args = args.cluster;
+    if let Some(from_file) = file.cluster {
+        cluster_args.fill_from(from_file);
+    }
+    let clustered = cluster_args.config(&data_dir, listen)?;
     config.replicated = clustered.is_some();
     let default_embedder = config.embedders.default_embedder().id().to_owned();
     let dir = data_dir.clone();

@@ -80,20 +80,35 @@ impl Shards {
         }
     }
 
+    /// Starts node `id`: nodes 1–5 with flags, node 6 from a `--config` file (its
+    /// `[cluster]` table).
     fn launch(&mut self, id: u64) {
         let secret = self.secret.clone();
         let node = self.nodes.get_mut(&id).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mneme"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(node.api.to_string())
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .args(["--node-id", &id.to_string(), "--sharded"])
-            .arg("--cluster-listen")
-            .arg(node.raft.to_string())
-            .arg("--cluster-secret-file")
-            .arg(&secret)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mneme"));
+        command.arg("serve");
+        if id == 6 {
+            let config = node.dir.with_extension("toml");
+            let toml = format!(
+                "listen = \"{}\"\ndata_dir = {:?}\n[cluster]\nnode_id = {id}\n\
+                 cluster_listen = \"{}\"\ncluster_secret_file = {:?}\nsharded = true\n",
+                node.api, node.dir, node.raft, secret
+            );
+            std::fs::write(&config, toml).unwrap();
+            command.arg("--config").arg(&config);
+        } else {
+            command
+                .arg("--listen")
+                .arg(node.api.to_string())
+                .arg("--data-dir")
+                .arg(&node.dir)
+                .args(["--node-id", &id.to_string(), "--sharded"])
+                .arg("--cluster-listen")
+                .arg(node.raft.to_string())
+                .arg("--cluster-secret-file")
+                .arg(&secret);
+        }
+        let mut child = command
             .env(
                 "RUST_LOG",
                 std::env::var("MNEME_NODE_LOG").unwrap_or_else(|_| "error".into()),
