@@ -328,13 +328,7 @@ async fn sync_meta_membership(node: &ClusterNode, map: &ShardMap) {
 mod tests {
     use super::*;
     use crate::meta::MetaCommand;
-
-    fn addr(n: u64) -> NodeAddr {
-        NodeAddr {
-            raft: format!("127.0.0.{n}:7000"),
-            api: format!("127.0.0.{n}:6000"),
-        }
-    }
+    use crate::meta::tests::addr;
 
     /// Applies the planner's moves (finishing each at once) until it has none.
     fn settle(map: &mut ShardMap) -> usize {

@@ -7,12 +7,21 @@
 //! the same `apply` a single node runs, so replicas agree. The proposer's node answers the
 //! client with the outcome its own state machine produced.
 //!
+//! A node runs one raft group per log it takes part in (see [`GroupId`]): a replicated
+//! cluster has one, holding every agent; a sharded one has a metadata group holding the
+//! shard map ([`meta`]) and a group per shard, each over the engine's agents of that shard,
+//! with the map kept even by [`balance`].
+//!
 //! - [`log`]: the raft log (vote, entries, committed index) in a `mneme-storage` store.
 //! - [`sm`]: the state machine (the engine) and its snapshots (the engine's agent files).
 //! - [`net`]: node-to-node gRPC (entries, votes, resumable checksummed snapshot transfer,
 //!   forwarded writes, read index), authenticated by a shared secret.
-//! - [`node`]: starting a node, the [`mneme_engine::Replicator`] it gives the engine, and
-//!   the admin operations (`init`, `status`, `add-node`, `remove-node`).
+//! - [`node`]: starting a node and its groups, the [`mneme_engine::Replicator`] it gives the
+//!   engine (a proposal or read goes to the group of the agent's shard), routing, and the
+//!   admin operations (`init`, `status`, `add-node`, `remove-node`).
+//! - [`meta`]: the shard map and the metadata group's state machine.
+//! - [`balance`]: starting and stopping shard groups as the map says, and planning and
+//!   carrying out shard moves.
 
 #![allow(
     clippy::result_large_err,

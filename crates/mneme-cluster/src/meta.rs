@@ -20,7 +20,7 @@ use openraft::{
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::sm::{FileMeta, SnapshotFiles, Waiters};
+use crate::sm::{FileMeta, SnapshotFiles, Waiters, io_err};
 use crate::{NodeAddr, NodeId, TypeConfig};
 
 /// The name of the map's file in a snapshot.
@@ -325,14 +325,6 @@ struct Persisted {
     map: ShardMap,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError<NodeId> {
-    StorageIOError::write_state_machine(openraft::AnyError::error(format!(
-        "{what} {}: {e}",
-        path.display()
-    )))
-    .into()
-}
-
 /// The metadata group's state machine.
 #[derive(Debug)]
 pub struct MetaSm {
@@ -549,10 +541,11 @@ impl RaftStateMachine<TypeConfig> for MetaSm {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn addr(n: u64) -> NodeAddr {
+    /// A node's addresses on 127.0.0.`n`.
+    pub(crate) fn addr(n: u64) -> NodeAddr {
         NodeAddr {
             raft: format!("127.0.0.{n}:7000"),
             api: format!("127.0.0.{n}:6000"),

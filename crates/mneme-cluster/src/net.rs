@@ -1,7 +1,7 @@
 //! Node-to-node gRPC: the `mneme.cluster.v1.Raft` client (openraft's network) and server.
 //!
 //! Every call carries the cluster secret (`x-mneme-cluster-secret`, compared in constant
-//! time) and a deadline. Snapshots travel as their agent files in CRC-checked chunks; the
+//! time), a deadline, and the raft group it is for (`x-mneme-group`; absent: group 0). Snapshots travel as their agent files in CRC-checked chunks; the
 //! receiver keeps partial files under `incoming/<snapshot id>/`, so a transfer cut short
 //! resumes where it stopped (the sender asks for the offsets first). File and snapshot
 //! names from the wire are checked against a strict pattern before they touch a path.

@@ -117,7 +117,7 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError<NodeId> {
+pub(crate) fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError<NodeId> {
     StorageIOError::write_state_machine(openraft::AnyError::error(format!(
         "{what} {}: {e}",
         path.display()

@@ -110,18 +110,7 @@ impl Routes {
         F: FnOnce(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let mut r = Request::new(message);
-        for key in CARRIED {
-            if let Some(v) = metadata.get(key) {
-                r.metadata_mut().insert(key, v.clone());
-            }
-        }
-        r.metadata_mut().insert(
-            ROUTED_HEADER,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-        r.set_timeout(timeout);
-        call(self.channel(addr)?, r).await
+        call(self.channel(addr)?, routed(message, metadata, timeout)).await
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Status> {
@@ -171,17 +160,7 @@ impl Routes {
         let message = request.into_inner();
         let mut last = Status::unavailable("no node holding the agent's shard answered; retry");
         for addr in to {
-            let mut r = Request::new(message.clone());
-            for key in CARRIED {
-                if let Some(v) = metadata.get(key) {
-                    r.metadata_mut().insert(key, v.clone());
-                }
-            }
-            r.metadata_mut().insert(
-                ROUTED_HEADER,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
-            r.set_timeout(timeout);
+            let r = routed(message.clone(), &metadata, timeout);
             match call(self.channel(&addr)?, r).await {
                 // Never reached it: the next one may be up.
                 Err(s) if s.code() == tonic::Code::Unavailable && unreached(&s) => last = s,
@@ -190,6 +169,23 @@ impl Routes {
         }
         Err(last)
     }
+}
+
+/// `message` as a routed request: the caller's credentials (and consistency) from
+/// `metadata`, the routed mark, and a deadline of `timeout`.
+fn routed<T>(message: T, metadata: &tonic::metadata::MetadataMap, timeout: Duration) -> Request<T> {
+    let mut r = Request::new(message);
+    for key in CARRIED {
+        if let Some(v) = metadata.get(key) {
+            r.metadata_mut().insert(key, v.clone());
+        }
+    }
+    r.metadata_mut().insert(
+        ROUTED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    r.set_timeout(timeout);
+    r
 }
 
 /// True for a transport failure before the request was sent.
