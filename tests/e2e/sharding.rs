@@ -347,6 +347,20 @@ fn load(
     tasks
 }
 
+/// Runs `work(w, cluster, record)` for w in 0..8 as concurrent tasks and waits for all.
+async fn eight<F, Fut>(c: &Arc<Shards>, seen: &Arc<Seen>, work: F)
+where
+    F: Fn(usize, Arc<Shards>, Arc<Seen>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..8)
+        .map(|w| tokio::spawn(work(w, Arc::clone(c), Arc::clone(seen))))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 async fn stop_load(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>) {
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -413,18 +427,15 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
     let c = Arc::new(c);
     let seen = Arc::new(Seen::default());
     let all: Vec<u64> = (1..=5).collect();
-    let mut fill = Vec::new();
-    for w in 0..8usize {
-        let (c, seen, all) = (Arc::clone(&c), Arc::clone(&seen), all.clone());
-        fill.push(tokio::spawn(async move {
+    eight(&c, &seen, |w, c, seen| {
+        let all = all.clone();
+        async move {
             for i in (w..AGENTS).step_by(8) {
                 write(&c, &seen, &all, &agent(i), i as u64).await;
             }
-        }));
-    }
-    for f in fill {
-        f.await.unwrap();
-    }
+        }
+    })
+    .await;
     assert!(
         seen.failures.lock().unwrap().is_empty(),
         "{:?}",
@@ -438,19 +449,16 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
         .map(|id| cpu_seconds(c.pid(*id).unwrap()))
         .collect();
     let started = Instant::now();
-    let mut phase = Vec::new();
-    for w in 0..8u64 {
-        let (c, seen, all) = (Arc::clone(&c), Arc::clone(&seen), all.clone());
-        phase.push(tokio::spawn(async move {
+    eight(&c, &seen, |w, c, seen| {
+        let all = all.clone();
+        async move {
             for k in 0..250u64 {
-                let n = 500_000 + w * 1_000 + k;
+                let n = 500_000 + w as u64 * 1_000 + k;
                 write(&c, &seen, &all, &agent((n as usize * 31) % AGENTS), n).await;
             }
-        }));
-    }
-    for p in phase {
-        p.await.unwrap();
-    }
+        }
+    })
+    .await;
     let write_secs = started.elapsed().as_secs_f64();
     let mid: Vec<f64> = all
         .iter()
@@ -458,25 +466,17 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
         .collect();
     let started = Instant::now();
     let acked: Vec<(String, String)> = seen.acked.lock().unwrap().clone();
-    let mut phase = Vec::new();
-    for w in 0..8usize {
-        let (c, seen, all, acked) = (
-            Arc::clone(&c),
-            Arc::clone(&seen),
-            all.clone(),
-            acked.clone(),
-        );
-        phase.push(tokio::spawn(async move {
+    eight(&c, &seen, |w, c, seen| {
+        let (all, acked) = (all.clone(), acked.clone());
+        async move {
             for k in 0..250usize {
                 let (a, id) = &acked[(w * 250 + k) % acked.len()];
                 let via = [all[(w + k) % all.len()]];
                 read(&c, &seen, &via, a, id).await.unwrap();
             }
-        }));
-    }
-    for p in phase {
-        p.await.unwrap();
-    }
+        }
+    })
+    .await;
     let read_secs = started.elapsed().as_secs_f64();
     let after: Vec<f64> = all
         .iter()
@@ -585,26 +585,18 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
     }
     let last: Vec<(String, String)> = last.into_iter().collect();
     assert_eq!(last.len(), AGENTS);
-    let mut checks = Vec::new();
-    for w in 0..8usize {
-        let (c, seen, alive, last) = (
-            Arc::clone(&c),
-            Arc::clone(&seen),
-            alive.clone(),
-            last.clone(),
-        );
-        checks.push(tokio::spawn(async move {
+    eight(&c, &seen, |w, c, seen| {
+        let (alive, last) = (alive.clone(), last.clone());
+        async move {
             for (a, id) in last.iter().skip(w).step_by(8) {
                 if let Err(e) = read(&c, &seen, &alive, a, id).await {
                     seen.failures.lock().unwrap().push(e);
                 }
                 write(&c, &seen, &alive, a, 900_000 + w as u64).await;
             }
-        }));
-    }
-    for t in checks {
-        t.await.unwrap();
-    }
+        }
+    })
+    .await;
     assert!(
         seen.failures.lock().unwrap().is_empty(),
         "{:?}",
@@ -663,25 +655,17 @@ async fn shards_rebalance_under_load_and_survive_a_killed_and_a_removed_node() {
 
     // Nothing acknowledged was lost.
     let acked: Vec<(String, String)> = seen.acked.lock().unwrap().clone();
-    let mut checks = Vec::new();
-    for w in 0..8usize {
-        let (c, seen, via, acked) = (
-            Arc::clone(&c),
-            Arc::clone(&seen),
-            all6.clone(),
-            acked.clone(),
-        );
-        checks.push(tokio::spawn(async move {
+    eight(&c, &seen, |w, c, seen| {
+        let (via, acked) = (all6.clone(), acked.clone());
+        async move {
             for (a, id) in acked.iter().skip(w).step_by(8) {
                 if let Err(e) = read(&c, &seen, &via, a, id).await {
                     seen.failures.lock().unwrap().push(e);
                 }
             }
-        }));
-    }
-    for t in checks {
-        t.await.unwrap();
-    }
+        }
+    })
+    .await;
     assert!(
         seen.failures.lock().unwrap().is_empty(),
         "lost: {:?}",
