@@ -4,10 +4,9 @@
 //! knows who is calling). Leaders are killed with SIGKILL; partitions are proxy rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -184,7 +183,8 @@ impl Cluster {
             Vec::new()
         };
         let node = self.node(id);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mneme"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mneme"));
+        command
             .arg("serve")
             .arg("--listen")
             .arg(node.api.to_string())
@@ -197,28 +197,8 @@ impl Cluster {
             .arg("--cluster-secret-file")
             .arg(&secret)
             .args(&peers)
-            .args(&extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("MNEME_NODE_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the mneme binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("mneme listening on ") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("the node reports its address");
-        node.child = Some(child);
+            .args(&extra);
+        node.child = Some(crate::harness::spawn_node(command));
     }
 
     fn kill(&mut self, id: u64) {

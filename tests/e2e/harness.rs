@@ -133,6 +133,33 @@ impl Drop for Server {
 }
 
 /// A request carrying an API key.
+/// Starts a cluster node from `command` (a `mneme serve …`), its log level from
+/// `MNEME_NODE_LOG` (default `error`), and waits until it serves.
+pub fn spawn_node(mut command: Command) -> Child {
+    let mut child = command
+        .env(
+            "RUST_LOG",
+            std::env::var("MNEME_NODE_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the mneme binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("mneme listening on ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the node reports its address");
+    child
+}
+
 pub fn keyed<T>(key: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request

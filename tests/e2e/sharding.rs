@@ -3,7 +3,6 @@
 //! SIGKILL, and one is removed.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -108,28 +107,7 @@ impl Shards {
                 .arg("--cluster-secret-file")
                 .arg(&secret);
         }
-        let mut child = command
-            .env(
-                "RUST_LOG",
-                std::env::var("MNEME_NODE_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the mneme binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("mneme listening on ") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("the node reports its address");
-        node.child = Some(child);
+        node.child = Some(crate::harness::spawn_node(command));
     }
 
     fn kill(&mut self, id: u64) {
