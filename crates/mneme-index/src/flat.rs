@@ -1,7 +1,7 @@
 //! Exact search over contiguous memory: f32 vectors plus their int8 codes.
 //!
 //! A scan first ranks every (accepted) vector by its int8 dot product, keeps the best
-//! `RESCORE_FACTOR · k` (at least `RESCORE_MIN`), and rescores those with f32. It is the
+//! [`rescore_window`]`(k)`, and rescores those with f32. It is the
 //! whole search for small collections, the search of the not-yet-indexed tail and of
 //! selective filters, and the oracle in tests ([`FlatIndex::search_f32`]).
 
@@ -11,10 +11,18 @@ use crate::IndexError;
 use crate::distance::{dot, dot_i8, normalize, quantize};
 use crate::topk::{Hit, TopK, sort_hits};
 
-/// Candidates kept from the int8 pass, per result wanted.
-pub const RESCORE_FACTOR: usize = 4;
-/// Candidates kept from the int8 pass, at least.
+/// Candidates kept from the int8 pass beyond the `k` wanted, at least.
 pub const RESCORE_MIN: usize = 64;
+
+/// Candidates of an int8 pass rescored in f32 for `k` results: `k` plus a margin of half
+/// of `k`, at least [`RESCORE_MIN`]. The int8 order errs only among near ties (a dot
+/// product's rounding error is about 1e-3 of a unit vector's), so the margin covers every
+/// exact top-`k` member in practice; it used to be `4k`, and at the engine's usual window
+/// (`k` = 80) rescoring 320 vectors, cold in memory when an agent has not been read lately,
+/// cost more than the int8 scan of a thousand.
+pub fn rescore_window(k: usize) -> usize {
+    k.saturating_add((k / 2).max(RESCORE_MIN))
+}
 /// Below this many vectors the f32 scan is used directly.
 pub const INT8_MIN_VECTORS: usize = 512;
 
@@ -234,7 +242,7 @@ impl FlatIndex {
         }
         let mut q_codes = Vec::with_capacity(self.dim);
         let q_scale = quantize(query, &mut q_codes);
-        let mut candidates = TopK::new((k * RESCORE_FACTOR).max(RESCORE_MIN));
+        let mut candidates = TopK::new(rescore_window(k));
         for (slot, &key) in self.keys.iter().enumerate() {
             if accept(key) {
                 let approx = dot_i8(&q_codes, self.code(slot)) as f32 * q_scale * self.scales[slot];
@@ -283,8 +291,18 @@ impl FlatIndex {
     }
 
     fn rescore(&self, query: &[f32], k: usize, slots: impl Iterator<Item = usize>) -> Vec<Hit> {
+        /// Vectors requested ahead of the one being scored: enough to keep several memory
+        /// fetches in flight, few enough to stay in L1.
+        const AHEAD: usize = 4;
+        let slots: Vec<usize> = slots.collect();
+        for &slot in slots.iter().take(AHEAD) {
+            crate::native::prefetch(self.vector(slot), usize::MAX);
+        }
         let mut top = TopK::new(k);
-        for slot in slots {
+        for (i, &slot) in slots.iter().enumerate() {
+            if let Some(&next) = slots.get(i + AHEAD) {
+                crate::native::prefetch(self.vector(next), usize::MAX);
+            }
             top.push(self.keys[slot], dot(query, self.vector(slot)));
         }
         top.into_sorted()

@@ -786,7 +786,7 @@ impl NativeGraph {
         self.search_layer(&p, &mut s, &[cur], ef.max(k), 0, &sim, &admissible);
         // The int8 order is close to exact: the best few per result wanted are enough for
         // the caller's f32 rescoring.
-        let rescore = (k * crate::flat::RESCORE_FACTOR).max(crate::flat::RESCORE_MIN);
+        let rescore = crate::flat::rescore_window(k);
         let keys = s
             .sorted_results()
             .into_iter()
