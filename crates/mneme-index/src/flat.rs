@@ -23,6 +23,10 @@ pub const RESCORE_MIN: usize = 64;
 pub fn rescore_window(k: usize) -> usize {
     k.saturating_add((k / 2).max(RESCORE_MIN))
 }
+/// Vectors requested ahead of the one being rescored: enough to keep several memory fetches
+/// in flight, few enough to stay in L1 (asking for all of them at once overflows the
+/// CPU's miss queue).
+const PREFETCH_AHEAD: usize = 4;
 /// Below this many vectors the f32 scan is used directly.
 pub const INT8_MIN_VECTORS: usize = 512;
 
@@ -270,37 +274,37 @@ impl FlatIndex {
 
     /// Exact scores for the given keys (for rescoring graph candidates).
     pub fn rescore_keys(&self, query: &[f32], keys: impl IntoIterator<Item = u64>) -> Vec<Hit> {
-        // Candidates are scattered over the whole store: ask for all of their vectors
-        // first, so the memory fetches overlap instead of each dot product waiting for one.
+        // Candidates are scattered over the whole store: each vector is requested a few
+        // ahead of its dot product, so the memory fetches overlap.
         let slots: Vec<(u64, usize)> = keys
             .into_iter()
             .filter_map(|key| Some((key, *self.slots.get(&key)? as usize)))
             .collect();
-        for &(_, slot) in &slots {
+        for &(_, slot) in slots.iter().take(PREFETCH_AHEAD) {
             crate::native::prefetch(self.vector(slot), usize::MAX);
         }
-        let mut hits: Vec<Hit> = slots
-            .into_iter()
-            .map(|(key, slot)| Hit {
+        let mut hits: Vec<Hit> = Vec::with_capacity(slots.len());
+        for (i, &(key, slot)) in slots.iter().enumerate() {
+            if let Some(&(_, next)) = slots.get(i + PREFETCH_AHEAD) {
+                crate::native::prefetch(self.vector(next), usize::MAX);
+            }
+            hits.push(Hit {
                 key,
                 score: dot(query, self.vector(slot)),
-            })
-            .collect();
+            });
+        }
         sort_hits(&mut hits);
         hits
     }
 
     fn rescore(&self, query: &[f32], k: usize, slots: impl Iterator<Item = usize>) -> Vec<Hit> {
-        /// Vectors requested ahead of the one being scored: enough to keep several memory
-        /// fetches in flight, few enough to stay in L1.
-        const AHEAD: usize = 4;
         let slots: Vec<usize> = slots.collect();
-        for &slot in slots.iter().take(AHEAD) {
+        for &slot in slots.iter().take(PREFETCH_AHEAD) {
             crate::native::prefetch(self.vector(slot), usize::MAX);
         }
         let mut top = TopK::new(k);
         for (i, &slot) in slots.iter().enumerate() {
-            if let Some(&next) = slots.get(i + AHEAD) {
+            if let Some(&next) = slots.get(i + PREFETCH_AHEAD) {
                 crate::native::prefetch(self.vector(next), usize::MAX);
             }
             top.push(self.keys[slot], dot(query, self.vector(slot)));
