@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench grpc_recall` — `MNEME_BENCH_EMBEDDERS` (default `hash,static`;
 //! add `minilm` with `--features minilm` and `MNEME_MINILM_DIR`), `MNEME_BENCH_MEMORIES`
-//! (default 2,000), `MNEME_BENCH_QUERIES` (default 500).
+//! (default 2,000), `MNEME_BENCH_QUERIES` (default 500), `MNEME_BENCH_QUERY_WORDS` (keep the
+//! first N words of each query sentence: a question-length query; default all, ~40 tokens).
 
 #![allow(
     clippy::unwrap_used,
@@ -52,13 +53,22 @@ fn sentences(n: usize) -> Vec<String> {
     }
 }
 
-fn queries(n: usize) -> Vec<String> {
+fn queries(n: usize, words: usize) -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/data/minilm-manpages/sentences.txt"
     );
     match std::fs::read_to_string(path) {
-        Ok(text) => text.lines().take(n).map(str::to_owned).collect(),
+        Ok(text) => text
+            .lines()
+            .take(n)
+            .map(|line| {
+                line.split_whitespace()
+                    .take(words)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect(),
         Err(_) => (0..n)
             .map(|i| format!("what about topic {}?", i % 97))
             .collect(),
@@ -126,7 +136,10 @@ async fn run(embedder: &str, memories: &[String], queries: &[String]) {
 #[tokio::main]
 async fn main() {
     let memories = sentences(env_usize("MNEME_BENCH_MEMORIES", 2_000));
-    let queries = queries(env_usize("MNEME_BENCH_QUERIES", 500));
+    let queries = queries(
+        env_usize("MNEME_BENCH_QUERIES", 500),
+        env_usize("MNEME_BENCH_QUERY_WORDS", usize::MAX),
+    );
     println!(
         "machine: {} cores; one client, sequential calls",
         std::thread::available_parallelism().map_or(0, |n| n.get())
