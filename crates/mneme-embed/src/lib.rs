@@ -9,6 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 
 pub mod analyzer;
+#[cfg(all(feature = "minilm", target_arch = "x86_64"))]
+mod avx512;
 mod hash;
 #[cfg(feature = "minilm")]
 mod minilm;

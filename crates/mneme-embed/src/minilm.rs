@@ -15,7 +15,8 @@
 //! machine's L3, and a query streams half the bytes); activations, sums, embeddings and
 //! norms stay f32. Measured against f32 weights on the reference sentences: pair cosines
 //! move by 1e-4 (0.25073 → 0.25083), every sentence stays ≥ 0.99998 in cosine to the
-//! reference, and a 17-token query takes about 20 % less time (BENCHMARKS.md).
+//! reference, and a 17-token query takes about 20 % less time (BENCHMARKS.md). On a CPU
+//! with AVX-512F the kernel runs in 512-bit registers (`avx512.rs`, chosen at run time): another 20–25 %.
 //!
 //! Loads `config.json`, `tokenizer.json` and `model.safetensors` (f32) from a directory;
 //! nothing is fetched from anywhere. Every shape is checked against the config before use,
@@ -480,9 +481,9 @@ fn layer_norm(x: &mut [f32], h: usize, norm: &Norm, eps: f32) {
 }
 
 /// Output columns one kernel pass holds in registers (two AVX registers of f32).
-const COLS: usize = 16;
+pub(crate) const COLS: usize = 16;
 /// Token rows one kernel pass holds in registers.
-const TOKENS: usize = 6;
+pub(crate) const TOKENS: usize = 6;
 
 /// The `t` token rows of `x` (each `inp` long) in groups of [`TOKENS`], each group stored
 /// `[inp][TOKENS]` (zero rows past `t`), so the kernel walks a panel and a group in step,
@@ -513,6 +514,10 @@ fn dense_panels(
     cols: usize,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512::dense_panels(tokens, t, inp, panels, cols, out) {
+        return;
+    }
     if fused_multiply_add() {
         dense_panels_fused(tokens, t, inp, panels, cols, out);
     } else {
@@ -633,10 +638,15 @@ mod tests {
     type Kernel = fn(&[f32], usize, usize, &[u16], usize, &mut [f32]);
 
     /// The blocked kernel equals the plain definition, for every block shape and remainder,
-    /// in both its fused (FMA) and its plain form.
+    /// in its fused (FMA) and its plain form, and as dispatched (the AVX-512 kernel on a CPU
+    /// that has it).
     #[test]
     fn dense_equals_the_definition() {
-        for kernel in [dense_panels_fused as Kernel, dense_panels_plain] {
+        for kernel in [
+            dense_panels as Kernel,
+            dense_panels_fused,
+            dense_panels_plain,
+        ] {
             dense_equals_the_definition_with(kernel);
         }
     }
@@ -648,6 +658,7 @@ mod tests {
             (1, 1, 1),
             (200, 16, 384),
             (97, 5, 3),
+            (40, 13, 50),
         ] {
             // Values bfloat16 holds exactly (7 significant bits), so the definition below
             // and the packed weights agree.
