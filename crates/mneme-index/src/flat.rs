@@ -274,42 +274,44 @@ impl FlatIndex {
 
     /// Exact scores for the given keys (for rescoring graph candidates).
     pub fn rescore_keys(&self, query: &[f32], keys: impl IntoIterator<Item = u64>) -> Vec<Hit> {
-        // Candidates are scattered over the whole store: each vector is requested a few
-        // ahead of its dot product, so the memory fetches overlap.
-        let slots: Vec<(u64, usize)> = keys
+        let slots: Vec<usize> = keys
             .into_iter()
-            .filter_map(|key| Some((key, *self.slots.get(&key)? as usize)))
+            .filter_map(|key| Some(*self.slots.get(&key)? as usize))
             .collect();
-        for &(_, slot) in slots.iter().take(PREFETCH_AHEAD) {
-            crate::native::prefetch(self.vector(slot), usize::MAX);
-        }
-        let mut hits: Vec<Hit> = Vec::with_capacity(slots.len());
-        for (i, &(key, slot)) in slots.iter().enumerate() {
-            if let Some(&(_, next)) = slots.get(i + PREFETCH_AHEAD) {
-                crate::native::prefetch(self.vector(next), usize::MAX);
-            }
-            hits.push(Hit {
-                key,
-                score: dot(query, self.vector(slot)),
-            });
-        }
+        let mut hits: Vec<Hit> = self.scored(query, &slots).collect();
         sort_hits(&mut hits);
         hits
     }
 
     fn rescore(&self, query: &[f32], k: usize, slots: impl Iterator<Item = usize>) -> Vec<Hit> {
         let slots: Vec<usize> = slots.collect();
+        let mut top = TopK::new(k);
+        for hit in self.scored(query, &slots) {
+            top.push(hit.key, hit.score);
+        }
+        top.into_sorted()
+    }
+
+    /// The exact score of each slot's vector, in `slots` order. Candidates are scattered
+    /// over the whole store, so each vector is requested [`PREFETCH_AHEAD`] ahead of its dot
+    /// product and the memory fetches overlap.
+    fn scored<'a>(
+        &'a self,
+        query: &'a [f32],
+        slots: &'a [usize],
+    ) -> impl Iterator<Item = Hit> + 'a {
         for &slot in slots.iter().take(PREFETCH_AHEAD) {
             crate::native::prefetch(self.vector(slot), usize::MAX);
         }
-        let mut top = TopK::new(k);
-        for (i, &slot) in slots.iter().enumerate() {
+        slots.iter().enumerate().map(move |(i, &slot)| {
             if let Some(&next) = slots.get(i + PREFETCH_AHEAD) {
                 crate::native::prefetch(self.vector(next), usize::MAX);
             }
-            top.push(self.keys[slot], dot(query, self.vector(slot)));
-        }
-        top.into_sorted()
+            Hit {
+                key: self.keys[slot],
+                score: dot(query, self.vector(slot)),
+            }
+        })
     }
 
     /// Approximate heap bytes used.
