@@ -68,18 +68,19 @@ fn dense_panels_avx512(
         let width = COLS.min(cols - c0);
         out[m * cols + c0..][..width].copy_from_slice(&lanes[..width]);
     };
-    let all: Vec<&[u16]> = panels.chunks_exact(inp * COLS).collect();
+    let count = panels.len() / (inp * COLS);
+    let panel = |p: usize| &panels[p * inp * COLS..(p + 1) * inp * COLS];
     let mut p = 0;
-    while p < all.len() {
-        let pair = p + 1 < all.len();
+    while p < count {
+        let pair = p + 1 < count;
         for (g, group) in packed.chunks_exact(inp * TOKENS).enumerate() {
             let mut a0 = [_mm512_setzero_ps(); TOKENS];
             let mut a1 = [_mm512_setzero_ps(); TOKENS];
             for k in 0..inp {
                 let xs = &group[k * TOKENS..(k + 1) * TOKENS];
-                let w0 = weights(all[p], k);
+                let w0 = weights(panel(p), k);
                 if pair {
-                    let w1 = weights(all[p + 1], k);
+                    let w1 = weights(panel(p + 1), k);
                     for j in 0..TOKENS {
                         let x = _mm512_set1_ps(xs[j]);
                         a0[j] = _mm512_fmadd_ps(x, w0, a0[j]);
