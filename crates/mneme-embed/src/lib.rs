@@ -22,7 +22,7 @@ mod wordpiece;
 pub use analyzer::{TERMS_MAX, analyze};
 pub use hash::{HASH_DIM, HashEmbedder};
 #[cfg(feature = "minilm")]
-pub use minilm::{MINILM_BATCH_MAX, MINILM_TOKENS_MAX, MiniLmEmbedder};
+pub use minilm::{MINILM_BATCH_MAX, MINILM_TOKENS_MAX, MiniLmEmbedder, MiniLmKernel};
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiConfig, OpenAiEmbedder};
 pub use static_model::StaticEmbedder;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use mneme_engine::embed::{Embedder, MiniLmEmbedder};
+use mneme_engine::embed::{Embedder, MiniLmEmbedder, MiniLmKernel};
 
 fn model_dir() -> Option<PathBuf> {
     match std::env::var("MNEME_MINILM_DIR") {
@@ -36,29 +36,35 @@ fn f16(bits: u16) -> f32 {
     }
 }
 
+/// On every dense kernel this CPU runs.
 #[test]
 fn minilm_matches_sentence_transformers() {
     let Some(dir) = model_dir() else { return };
-    let model = MiniLmEmbedder::from_dir(&dir, 0).unwrap();
+    let mut model = MiniLmEmbedder::from_dir(&dir, 0).unwrap();
     assert_eq!(model.dim(), 384);
-    let v = model
-        .embed(&[
-            "User prefers formal tone",
-            "how should I write my responses?",
-            "Last deployment was on March 10",
-        ])
-        .unwrap();
-    let relevant = cos(&v[0], &v[1]);
-    let unrelated = cos(&v[0], &v[2]);
-    eprintln!("pair cosines: {relevant:.5} (reference 0.2507), {unrelated:.5} (-0.0501)");
-    assert!(
-        (relevant - 0.2507).abs() < 1e-3,
-        "cos(formal tone, how should I write) = {relevant}"
-    );
-    assert!(
-        (unrelated - (-0.0501)).abs() < 1e-3,
-        "cos(formal tone, last deployment) = {unrelated}"
-    );
+    for kernel in MiniLmKernel::available() {
+        model = model.with_kernel(kernel).unwrap();
+        let v = model
+            .embed(&[
+                "User prefers formal tone",
+                "how should I write my responses?",
+                "Last deployment was on March 10",
+            ])
+            .unwrap();
+        let relevant = cos(&v[0], &v[1]);
+        let unrelated = cos(&v[0], &v[2]);
+        eprintln!(
+            "{kernel:?}: pair cosines {relevant:.5} (reference 0.2507), {unrelated:.5} (-0.0501)"
+        );
+        assert!(
+            (relevant - 0.2507).abs() < 1e-3,
+            "{kernel:?}: cos(formal tone, how should I write) = {relevant}"
+        );
+        assert!(
+            (unrelated - (-0.0501)).abs() < 1e-3,
+            "{kernel:?}: cos(formal tone, last deployment) = {unrelated}"
+        );
+    }
 }
 
 /// Against the reference vectors of `shared/data/minilm-manpages` (float16), when present.
@@ -74,27 +80,30 @@ fn minilm_reproduces_reference_vectors_of_real_sentences() {
         eprintln!("skipping: shared/data/minilm-manpages not found");
         return;
     };
-    let model = MiniLmEmbedder::from_dir(&dir, 0).unwrap();
+    let mut model = MiniLmEmbedder::from_dir(&dir, 0).unwrap();
     let header = u16::from_le_bytes([npy[8], npy[9]]) as usize;
     let body = &npy[10 + header..];
     let texts: Vec<&str> = sentences.lines().take(64).collect();
-    let ours = model.embed(&texts).unwrap();
-    let mut lowest = 1f32;
-    for (i, v) in ours.iter().enumerate() {
-        let reference: Vec<f32> = body[i * 384 * 2..(i + 1) * 384 * 2]
-            .chunks_exact(2)
-            .map(|c| f16(u16::from_le_bytes([c[0], c[1]])))
-            .collect();
-        let c = cos(v, &reference);
-        lowest = lowest.min(c);
-        assert!(
-            c > 0.999,
-            "sentence {i} {:?}: cosine to the reference {c}",
-            texts[i]
+    for kernel in MiniLmKernel::available() {
+        model = model.with_kernel(kernel).unwrap();
+        let ours = model.embed(&texts).unwrap();
+        let mut lowest = 1f32;
+        for (i, v) in ours.iter().enumerate() {
+            let reference: Vec<f32> = body[i * 384 * 2..(i + 1) * 384 * 2]
+                .chunks_exact(2)
+                .map(|c| f16(u16::from_le_bytes([c[0], c[1]])))
+                .collect();
+            let c = cos(v, &reference);
+            lowest = lowest.min(c);
+            assert!(
+                c > 0.999,
+                "{kernel:?}: sentence {i} {:?}: cosine to the reference {c}",
+                texts[i]
+            );
+        }
+        eprintln!(
+            "{kernel:?}: lowest cosine to the reference over {} sentences: {lowest:.6}",
+            ours.len()
         );
     }
-    eprintln!(
-        "lowest cosine to the reference over {} sentences: {lowest:.6}",
-        ours.len()
-    );
 }
