@@ -298,6 +298,25 @@ def auc(score, label):
     return round(float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))), 4)
 
 
+def auc_difference_ci(rankings, rel, rounds=2000, seed=7):
+    """95 % interval of AUC(confidence) − AUC(cosine) over the top-10 rows, by a paired
+    bootstrap over questions (a question's rows stay together)."""
+    per_q = [([h[2] for h in r], [h[1] for h in r], [h[0] in s for h in r])
+             for r, s in zip(rankings, rel)]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(per_q), len(per_q))
+        conf = [c for i in pick for c in per_q[i][0]]
+        cos = [c for i in pick for c in per_q[i][1]]
+        lab = [y for i in pick for y in per_q[i][2]]
+        d = auc(conf, lab) - auc(cos, lab)
+        if d == d:
+            diffs.append(d)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
 def fit_logistic(x, y):
     """Unweighted logistic regression of y on x by Newton's method: (center, slope)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -341,6 +360,12 @@ def evaluate(client, data, embedder_label, embedder_id, log):
         by_weight[w] = [client.recall(agent, q, k) for q, _ in held]
         label = "cosine alone (lexical_weight 0)" if w == 0.0 else f"Mneme hybrid, lexical_weight {w}"
         out["rankings"][label] = summarize([[h[0] for h in r] for r in by_weight[w]], rel)
+        if w > 0.0:
+            # How well confidence vs raw cosine separates evidence within this top 10.
+            rows = [(h, s) for r, s in zip(by_weight[w], rel) for h in r]
+            lab = [h[0] in s for h, s in rows]
+            out["rankings"][label]["auc_confidence"] = auc([h[2] for h, _ in rows], lab)
+            out["rankings"][label]["auc_cosine"] = auc([h[1] for h, _ in rows], lab)
         log(f"  {embedder_label} {name} {label}: {out['rankings'][label]}")
     semantic = [[h[0] for h in r] for r in by_weight[0.0]]
     out["rankings"]["RRF(BM25, cosine)"] = summarize(
@@ -360,6 +385,7 @@ def evaluate(client, data, embedder_label, embedder_id, log):
     lab = [h[0] in s for r, s in zip(default, rel) for h in r]
     out["ece"], out["reliability"] = ece(conf, lab)
     out["auc_confidence"], out["auc_cosine"] = auc(conf, lab), auc(cos, lab)
+    out["auc_difference_ci95"] = auc_difference_ci(default, rel)
     out["relevant_share_top10"] = round(float(np.mean(lab)), 4)
     # Fit rows (for --fit): evidence before context, labels, from the fit half.
     fit_rows = []
@@ -441,7 +467,7 @@ def main():
             extra = f" (top 10 changed for {v['changed_top10']})" if "changed_top10" in v else ""
             print(f"| {k}{extra} | {v['r10']:.3f} | {v['hit1']:.3f} |")
         print(f"calibration: ECE {r['ece']:.3f}; top-10 ROC AUC confidence {r['auc_confidence']:.3f} "
-              f"vs cosine {r['auc_cosine']:.3f}; evidence share in top 10 {r['relevant_share_top10']:.3f}")
+              f"vs cosine {r['auc_cosine']:.3f} (difference 95 % CI {r['auc_difference_ci95']}); evidence share in top 10 {r['relevant_share_top10']:.3f}")
         print("reliability: " + "; ".join(f"{c['bin']}: n {c['n']}, conf {c['confidence']:.2f}, "
                                           f"relevant {c['relevant']:.2f}" for c in r["reliability"]))
 
