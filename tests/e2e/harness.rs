@@ -27,29 +27,13 @@ impl Server {
 
     /// Same, with extra environment variables for the server process.
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mneme"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mneme"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the mneme binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("mneme listening on ") {
-                    let _ = tx.send((false, addr.trim().to_owned()));
-                }
-                if let Some(addr) = line.strip_prefix("mneme metrics on http://") {
-                    let _ = tx.send((true, addr.trim().trim_end_matches("/metrics").to_owned()));
-                }
-            }
-        });
+            .envs(env.iter().copied());
+        let (child, rx) = launch(command, "warn");
         let (_, addr) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the server reports its address");
@@ -118,6 +102,26 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits (at most `limit`) for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -132,15 +136,12 @@ impl Drop for Server {
     }
 }
 
-/// A request carrying an API key.
-/// Starts a cluster node from `command` (a `mneme serve …`), its log level from
-/// `MNEME_NODE_LOG` (default `error`), and waits until it serves.
-pub fn spawn_node(mut command: Command) -> Child {
+/// Spawns `command` (a `mneme serve …`) at log level `log`, and reads its stdout on a
+/// thread: the addresses it announces arrive on the receiver, `(false, serving address)` and
+/// `(true, metrics address)`.
+fn launch(mut command: Command, log: &str) -> (Child, mpsc::Receiver<(bool, String)>) {
     let mut child = command
-        .env(
-            "RUST_LOG",
-            std::env::var("MNEME_NODE_LOG").unwrap_or_else(|_| "error".into()),
-        )
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -150,16 +151,28 @@ pub fn spawn_node(mut command: Command) -> Child {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.starts_with("mneme listening on ") {
-                let _ = tx.send(());
+            if let Some(addr) = line.strip_prefix("mneme listening on ") {
+                let _ = tx.send((false, addr.trim().to_owned()));
+            }
+            if let Some(addr) = line.strip_prefix("mneme metrics on http://") {
+                let _ = tx.send((true, addr.trim().trim_end_matches("/metrics").to_owned()));
             }
         }
     });
+    (child, rx)
+}
+
+/// Starts a cluster node from `command` (a `mneme serve …`), its log level from
+/// `MNEME_NODE_LOG` (default `error`), and waits until it serves.
+pub fn spawn_node(command: Command) -> Child {
+    let log = std::env::var("MNEME_NODE_LOG").unwrap_or_else(|_| "error".into());
+    let (child, rx) = launch(command, &log);
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the node reports its address");
     child
 }
 
+/// A request carrying an API key.
 pub fn keyed<T>(key: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
@@ -201,26 +214,4 @@ pub fn refused(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-impl Server {
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Waits (at most `limit`) for the process to exit on its own; its status.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
 }
