@@ -7,7 +7,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mneme_index::FlatIndex;
-use mneme_index::distance::{dot, dot_i8, quantize};
+use mneme_index::distance::{dot, dot_i8, dot_i8_portable, quantize};
 use mneme_index::synthetic::clustered;
 
 fn kernels(c: &mut Criterion) {
@@ -21,6 +21,9 @@ fn kernels(c: &mut Criterion) {
     quantize(b, &mut qb);
     c.bench_function("dot i8 384", |bench| {
         bench.iter(|| dot_i8(std::hint::black_box(&qa), std::hint::black_box(&qb)))
+    });
+    c.bench_function("dot i8 384, portable kernel", |bench| {
+        bench.iter(|| dot_i8_portable(std::hint::black_box(&qa), std::hint::black_box(&qb)))
     });
     let mut flat = FlatIndex::new(384);
     for (i, v) in data.chunks_exact(384).enumerate() {

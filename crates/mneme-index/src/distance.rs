@@ -30,17 +30,26 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// Dot product of two equally long i8 slices, exact in i32 (dimensions ≤ 2^17).
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
+/// Dot product of two equally long i8 slices, exact in i32 (dimensions ≤ 2^17): in
+/// AVX-512 intrinsics where the CPU has AVX-512BW and VNNI, else [`dot_i8_portable`].
+#[inline]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    crate::native::dot_i8_avx512(a, b).unwrap_or_else(|| dot_i8_portable(a, b))
+}
+
+/// [`dot_i8`] in plain Rust the compiler vectorises.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
+pub fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0i32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
+    // Pairs of adjacent products per lane: the shape of `pmaddwd`.
+    let mut ca = a.chunks_exact(2 * LANES);
+    let mut cb = b.chunks_exact(2 * LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for l in 0..LANES {
-            acc[l] += i32::from(x[l]) * i32::from(y[l]);
+            acc[l] += i32::from(x[2 * l]) * i32::from(y[2 * l])
+                + i32::from(x[2 * l + 1]) * i32::from(y[2 * l + 1]);
         }
     }
     let mut sum: i32 = acc.iter().sum();
@@ -98,7 +107,7 @@ mod tests {
 
     #[test]
     fn dot_matches_a_naive_sum_for_every_length() {
-        for n in 0..70 {
+        for n in (0..70).chain([383, 384, 385, 1024]) {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
@@ -111,6 +120,7 @@ mod tests {
                 .map(|(x, y)| i32::from(*x) * i32::from(*y))
                 .sum();
             assert_eq!(dot_i8(&qa, &qb), naive, "n = {n}");
+            assert_eq!(dot_i8_portable(&qa, &qb), naive, "n = {n}");
         }
     }
 

@@ -37,7 +37,7 @@ use crate::hnsw::HnswParams;
 use crate::synthetic::SplitMix64;
 
 pub(crate) use persist::SNAPSHOT_FILE;
-pub(crate) use sys::{advise_huge_pages, prefetch};
+pub(crate) use sys::{advise_huge_pages, dot_i8_avx512, prefetch};
 
 /// Highest layer a point can be drawn on.
 pub const NATIVE_LEVELS_MAX: u8 = 15;
