@@ -476,6 +476,7 @@ fn load_minilm(dir: &std::path::Path, threads: usize) -> Result<Arc<dyn Embedder
     let model = mneme_engine::embed::MiniLmEmbedder::from_dir(dir, threads)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("loading all-MiniLM-L6-v2 from {}", dir.display()))?;
+    tracing::info!(kernel = ?model.kernel(), "all-MiniLM-L6-v2 loaded");
     Ok(Arc::new(model))
 }
 
