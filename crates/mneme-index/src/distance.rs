@@ -43,13 +43,11 @@ pub fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0i32; LANES];
-    // Pairs of adjacent products per lane: the shape of `pmaddwd`.
-    let mut ca = a.chunks_exact(2 * LANES);
-    let mut cb = b.chunks_exact(2 * LANES);
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for l in 0..LANES {
-            acc[l] += i32::from(x[2 * l]) * i32::from(y[2 * l])
-                + i32::from(x[2 * l + 1]) * i32::from(y[2 * l + 1]);
+            acc[l] += i32::from(x[l]) * i32::from(y[l]);
         }
     }
     let mut sum: i32 = acc.iter().sum();
